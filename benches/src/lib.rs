@@ -1,0 +1,1 @@
+//! Benchmarks of LayerZero live in `benches/` beside this file; this library is empty.
