@@ -1,0 +1,3 @@
+//! LayerZero's built-in kernels: CPU (the embedded default) and CUDA.
+//!
+//! Not built yet: this crate is an empty placeholder in the workspace layout.
