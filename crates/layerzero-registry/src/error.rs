@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use layerzero_types::{KernelId, Operation, TypesError};
+use layerzero_types::{ArgsKind, KernelId, Operation, TypesError};
 
 /// Why a registry refused a change.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -15,6 +15,21 @@ pub enum RegistryError {
     /// The spec contradicts itself (see [`layerzero_types::KernelSpec::validate`]).
     #[error(transparent)]
     InvalidSpec(#[from] TypesError),
+    /// The code registered for a kernel takes another kind of arguments than one of the
+    /// operations its spec claims.
+    #[error(
+        "kernel `{id}` implements `{operation}`, which takes {expected} arguments, but its code takes {actual} arguments"
+    )]
+    ImplementationMismatch {
+        /// The kernel.
+        id: KernelId,
+        /// The operation whose arguments differ.
+        operation: Operation,
+        /// What the operation takes.
+        expected: ArgsKind,
+        /// What the code takes.
+        actual: ArgsKind,
+    },
     /// The static registry was frozen; nothing more may be registered.
     #[error("the static kernel registry is frozen: cannot register `{id}`")]
     Frozen {

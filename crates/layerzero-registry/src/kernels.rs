@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
-use layerzero_types::{KernelId, KernelSpec, Operation};
+use layerzero_types::{ArgsKind, KernelId, KernelImpl, KernelSpec, Operation};
 use rustc_hash::FxHashMap;
 
 use crate::RegistryError;
@@ -40,6 +40,7 @@ pub struct KernelSnapshot {
     kernels: Vec<Arc<KernelSpec>>,
     by_id: FxHashMap<KernelId, usize>,
     by_operation: FxHashMap<Operation, Vec<Arc<KernelSpec>>>,
+    implementations: FxHashMap<KernelId, KernelImpl>,
 }
 
 impl KernelSnapshot {
@@ -52,6 +53,11 @@ impl KernelSnapshot {
     /// The kernel with this id.
     pub fn get(&self, id: KernelId) -> Option<&Arc<KernelSpec>> {
         self.by_id.get(&id).map(|&i| &self.kernels[i])
+    }
+
+    /// The code that runs the kernel, when it was registered with one.
+    pub fn implementation(&self, id: KernelId) -> Option<&KernelImpl> {
+        self.implementations.get(&id)
     }
 
     /// The kernels that implement `operation`, in registration order.
@@ -74,10 +80,27 @@ impl KernelSnapshot {
         self.kernels.is_empty()
     }
 
-    fn insert(&mut self, spec: KernelSpec) -> Result<Arc<KernelSpec>, RegistryError> {
+    fn insert(
+        &mut self,
+        spec: KernelSpec,
+        implementation: Option<KernelImpl>,
+    ) -> Result<Arc<KernelSpec>, RegistryError> {
         spec.validate()?;
         if self.by_id.contains_key(&spec.id) {
             return Err(RegistryError::DuplicateKernel { id: spec.id });
+        }
+        if let Some(implementation) = implementation {
+            for operation in spec.operations.iter().filter_map(|op| op.known()) {
+                if ArgsKind::of(operation) != implementation.kind() {
+                    return Err(RegistryError::ImplementationMismatch {
+                        id: spec.id,
+                        operation: operation.into(),
+                        expected: ArgsKind::of(operation),
+                        actual: implementation.kind(),
+                    });
+                }
+            }
+            self.implementations.insert(spec.id, implementation);
         }
         let spec = Arc::new(spec);
         self.by_id.insert(spec.id, self.kernels.len());
@@ -95,15 +118,37 @@ impl KernelRegistry {
         KernelRegistry { current: ArcSwap::from_pointee(KernelSnapshot::default()), writer: Mutex::new(()) }
     }
 
-    /// Registers a kernel. Fails, changing nothing, if the spec is invalid or its id is
-    /// taken.
+    /// Registers a kernel's spec without code (a catalog entry: selection and explain can
+    /// reason about it, nothing can run it). Fails, changing nothing, if the spec is
+    /// invalid or its id is taken.
     pub fn register(&self, spec: KernelSpec) -> Result<Arc<KernelSpec>, RegistryError> {
-        self.update(|snapshot| snapshot.insert(spec))
+        self.update(|snapshot| snapshot.insert(spec, None))
+    }
+
+    /// Registers a kernel with the code that runs it. Fails, changing nothing, if the spec
+    /// is invalid, its id is taken, or the code takes another kind of arguments than the
+    /// spec's operations.
+    pub fn register_with_impl(
+        &self,
+        spec: KernelSpec,
+        implementation: KernelImpl,
+    ) -> Result<Arc<KernelSpec>, RegistryError> {
+        self.update(|snapshot| snapshot.insert(spec, Some(implementation)))
     }
 
     /// Registers several kernels at once: all of them, or (on the first error) none.
-    pub fn register_all(&self, specs: impl IntoIterator<Item = KernelSpec>) -> Result<(), RegistryError> {
-        self.update(|snapshot| specs.into_iter().try_for_each(|spec| snapshot.insert(spec).map(drop)))
+    pub fn register_all(
+        &self,
+        kernels: impl IntoIterator<Item = (KernelSpec, Option<KernelImpl>)>,
+    ) -> Result<(), RegistryError> {
+        self.update(|snapshot| {
+            kernels.into_iter().try_for_each(|(spec, implementation)| snapshot.insert(spec, implementation).map(drop))
+        })
+    }
+
+    /// The code that runs kernel `id`, when it was registered with one.
+    pub fn implementation(&self, id: KernelId) -> Option<KernelImpl> {
+        self.current.load().implementation(id).cloned()
     }
 
     fn update<R>(
@@ -220,14 +265,36 @@ mod tests {
     #[test]
     fn register_all_is_all_or_nothing() {
         let registry = KernelRegistry::new();
-        let batch = [spec("batch_a", &[OperationType::Matmul]), spec("batch_a", &[OperationType::Matmul])];
+        let batch =
+            [(spec("batch_a", &[OperationType::Matmul]), None), (spec("batch_a", &[OperationType::Matmul]), None)];
         assert!(registry.register_all(batch).is_err());
         assert!(registry.is_empty());
         registry
-            .register_all([spec("batch_b", &[OperationType::Matmul]), spec("batch_c", &[OperationType::Matmul])])
+            .register_all([
+                (spec("batch_b", &[OperationType::Matmul]), None),
+                (spec("batch_c", &[OperationType::Matmul]), None),
+            ])
             .unwrap();
         assert_eq!(registry.len(), 2);
         assert_eq!(registry.version(), 1);
+    }
+
+    #[test]
+    fn implementations_must_take_the_operations_arguments() {
+        let registry = KernelRegistry::new();
+        let norm = KernelImpl::norm(|_| Ok(()));
+        registry.register_with_impl(spec("impl_norm", &[OperationType::NormRms]), norm.clone()).unwrap();
+        assert_eq!(registry.implementation(KernelId::new("impl_norm").unwrap()).unwrap().kind(), ArgsKind::Norm);
+
+        let err = registry.register_with_impl(spec("impl_rope", &[OperationType::Rope]), norm).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kernel `impl_rope` implements `rope`, which takes rope arguments, but its code takes norm arguments"
+        );
+        assert!(registry.get_by_name("impl_rope").is_none());
+
+        registry.register(spec("impl_catalog_only", &[OperationType::Rope])).unwrap();
+        assert!(registry.implementation(KernelId::new("impl_catalog_only").unwrap()).is_none());
     }
 
     #[test]

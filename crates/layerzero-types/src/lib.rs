@@ -6,7 +6,8 @@
 //! [`Layout`]), what a kernel is and can run ([`KernelId`], [`KernelSpec`] with its
 //! [`KernelConstraints`], and the [`Rejection`] saying why it cannot), tensors
 //! ([`Tensor`], and [`TensorView`] / [`TensorViewMut`] over a caller's memory), and what a
-//! dispatch returns ([`DispatchResult`], [`DispatchTiming`]).
+//! dispatch returns ([`DispatchResult`], [`DispatchTiming`]), and how kernels are called
+//! ([`OpArgs`] with one argument struct per operation family, [`KernelImpl`], [`KernelError`]).
 //!
 //! Start from [`KernelSpec`] and [`SelectionContext`]:
 //!
@@ -45,6 +46,7 @@
 
 #![forbid(unsafe_code)]
 
+mod args;
 mod context;
 mod device;
 mod dtype;
@@ -55,6 +57,10 @@ mod operation;
 mod result;
 mod tensor;
 
+pub use args::{
+    ArgsKind, AttentionArgs, KernelError, KernelImpl, KernelResult, MatmulArgs, NormArgs, OpArgs, RopeArgs, RopeStyle,
+    SwigluArgs, SwigluInput,
+};
 pub use context::{ContextField, FieldKind, FieldValue, SelectionContext, SelectionContextBuilder};
 pub use device::{ComputeCapability, Device, Layout, Platform};
 pub use dtype::{DType, Element, FloatElement};
