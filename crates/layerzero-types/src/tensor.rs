@@ -583,6 +583,40 @@ impl Tensor {
         }
     }
 
+    /// A host tensor of `dtype` from its raw little-endian bytes (copied into storage
+    /// aligned for the dtype). The way to make tensors of dtypes without a Rust type, such
+    /// as the float8 formats.
+    pub fn from_bytes(bytes: &[u8], dims: &[usize], dtype: DType) -> Result<Tensor, TypesError> {
+        let shape = Shape::new(dims)?;
+        let elements = bytes.len() / dtype.size_in_bytes();
+        if elements != shape.numel() || !bytes.len().is_multiple_of(dtype.size_in_bytes()) {
+            return Err(TypesError::ElementCountMismatch {
+                shape: dims.to_vec(),
+                expected: shape.numel(),
+                actual: elements,
+            });
+        }
+        fn copied<T: bytemuck::Pod + Send + Sync>(bytes: &[u8]) -> Box<dyn HostBytes> {
+            Box::new(bytemuck::pod_collect_to_vec::<u8, T>(bytes))
+        }
+        let host = match dtype {
+            DType::F16 => copied::<f16>(bytes),
+            DType::BF16 => copied::<bf16>(bytes),
+            DType::F32 => copied::<f32>(bytes),
+            DType::F64 => copied::<f64>(bytes),
+            DType::I8 => copied::<i8>(bytes),
+            DType::U8 | DType::F8E4M3 | DType::F8E5M2 => Box::new(bytes.to_vec()),
+            DType::I32 => copied::<i32>(bytes),
+            DType::I64 => copied::<i64>(bytes),
+        };
+        Ok(Tensor { storage: Storage::Host(host), shape, dtype, device: Device::Cpu })
+    }
+
+    /// The raw bytes of a host tensor.
+    pub fn as_bytes(&self) -> Result<&[u8], TypesError> {
+        self.host_bytes()
+    }
+
     /// The values widened to `f32`, for a host tensor of a float type (f64 is rounded).
     pub fn to_f32_vec(&self) -> Result<Vec<f32>, TypesError> {
         fn widen<T: FloatElement>(values: &[T]) -> Vec<f32> {
@@ -688,7 +722,7 @@ mod cuda {
     use cudarc::driver::{CudaSlice, CudaStream};
 
     use super::{Storage, Tensor};
-    use crate::{DType, Device, TypesError};
+    use crate::{Device, TypesError};
 
     fn driver_error(e: cudarc::driver::DriverError) -> TypesError {
         TypesError::Cuda { message: e.to_string() }
@@ -715,7 +749,7 @@ mod cuda {
                 Storage::Host(_) => Ok(self.clone()),
                 Storage::Cuda(slice) => {
                     let bytes = slice.stream().clone_dtoh(slice).map_err(driver_error)?;
-                    host_from_bytes(&bytes, self.shape.dims(), self.dtype)
+                    Tensor::from_bytes(&bytes, self.shape.dims(), self.dtype)
                 }
             }
         }
@@ -725,24 +759,6 @@ mod cuda {
             match &self.storage {
                 Storage::Cuda(slice) => Ok(slice),
                 Storage::Host(_) => Err(TypesError::DeviceMismatch { expected: Device::Cuda(0), actual: Device::Cpu }),
-            }
-        }
-    }
-
-    fn host_from_bytes(bytes: &[u8], dims: &[usize], dtype: DType) -> Result<Tensor, TypesError> {
-        use half::{bf16, f16};
-        match dtype {
-            DType::F16 => Tensor::from_vec(bytemuck::pod_collect_to_vec::<u8, f16>(bytes), dims),
-            DType::BF16 => Tensor::from_vec(bytemuck::pod_collect_to_vec::<u8, bf16>(bytes), dims),
-            DType::F32 => Tensor::from_vec(bytemuck::pod_collect_to_vec::<u8, f32>(bytes), dims),
-            DType::F64 => Tensor::from_vec(bytemuck::pod_collect_to_vec::<u8, f64>(bytes), dims),
-            DType::I8 => Tensor::from_vec(bytemuck::pod_collect_to_vec::<u8, i8>(bytes), dims),
-            DType::I32 => Tensor::from_vec(bytemuck::pod_collect_to_vec::<u8, i32>(bytes), dims),
-            DType::I64 => Tensor::from_vec(bytemuck::pod_collect_to_vec::<u8, i64>(bytes), dims),
-            DType::U8 | DType::F8E4M3 | DType::F8E5M2 => {
-                let mut t = Tensor::from_vec(bytes.to_vec(), dims)?;
-                t.dtype = dtype;
-                Ok(t)
             }
         }
     }
@@ -856,6 +872,17 @@ mod tests {
         }
         assert!(Tensor::from_f32(&values, &[4], DType::I32).is_err());
         assert!(Tensor::zeros(&[2], DType::I64).unwrap().to_f32_vec().is_err());
+    }
+
+    #[test]
+    fn tensors_from_raw_bytes() {
+        let bytes: Vec<u8> = (0..8).collect();
+        let fp8 = Tensor::from_bytes(&bytes, &[2, 4], DType::F8E5M2).unwrap();
+        assert_eq!((fp8.dtype(), fp8.as_bytes().unwrap()), (DType::F8E5M2, bytes.as_slice()));
+        let halves = Tensor::from_bytes(&bytes[1..], &[2, 2], DType::BF16);
+        assert!(matches!(halves, Err(TypesError::ElementCountMismatch { .. })), "7 bytes are not 4 bf16");
+        let halves = Tensor::from_bytes(&bytes, &[4], DType::F16).unwrap();
+        assert_eq!(halves.as_slice::<f16>().unwrap()[0], f16::from_bits(0x0100));
     }
 
     #[test]
