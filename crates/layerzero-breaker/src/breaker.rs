@@ -624,5 +624,5 @@ impl Drop for CallPermit<'_> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests;

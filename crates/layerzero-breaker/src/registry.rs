@@ -179,7 +179,7 @@ fn locate_index(index: u32) -> (usize, usize) {
     (segment, index - FIRST * ((1 << segment) - 1))
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::{CircuitState, ManualClock};
