@@ -356,6 +356,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn load(&self) -> Word {
         // Acquire: pairs with the Release half of the CAS that stored this word, so that the
         // `opened_at` written before that CAS is visible to whoever acts on the word. On x86
@@ -480,7 +481,11 @@ impl CircuitBreaker {
             Verdict::Failure => Counter::Failures,
             Verdict::Release => Counter::Released,
         });
-        let mut word = self.load();
+        self.apply(episode, verdict, self.load());
+    }
+
+    /// The state-machine half of `settle`, from a word already loaded.
+    fn apply(&self, episode: Option<u32>, verdict: Verdict, mut word: Word) {
         let mut now = None;
         loop {
             if episode.is_some_and(|generation| generation != word.generation()) {
@@ -596,7 +601,13 @@ impl<'a> CallPermit<'a> {
     #[inline]
     pub fn record_success(mut self) {
         self.settled = true;
-        self.breaker.settle(Some(self.generation), Verdict::Success);
+        let breaker = self.breaker;
+        breaker.counters.bump(Counter::Successes);
+        let word = breaker.load();
+        // The common case, inline: CLOSED, same episode, no failures to clear, nothing to write.
+        if !(word.is_closed() && word.a() == 0 && word.generation() == self.generation) {
+            breaker.apply(Some(self.generation), Verdict::Success, word);
+        }
     }
 
     /// The call failed.
@@ -616,6 +627,7 @@ impl<'a> CallPermit<'a> {
 }
 
 impl Drop for CallPermit<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.settled {
             let verdict = if std::thread::panicking() { Verdict::Failure } else { Verdict::Release };

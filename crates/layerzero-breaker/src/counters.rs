@@ -95,11 +95,13 @@ impl Counters {
 /// pool (it outlives a model's executions), and the owned-slot protocol is a single-writer
 /// counter, whose correctness needs no model.
 #[cfg(loom)]
+#[inline]
 fn thread_slot() -> usize {
     OVERFLOW
 }
 
 #[cfg(not(loom))]
+#[inline]
 fn thread_slot() -> usize {
     pool::THREAD_SLOT.try_with(|slot| slot.0).unwrap_or(OVERFLOW)
 }

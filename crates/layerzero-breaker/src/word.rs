@@ -75,11 +75,13 @@ impl Word {
         }
     }
 
+    #[inline]
     pub(crate) fn is_closed(self) -> bool {
         self.0 & KIND_MASK == Kind::Closed as u64
     }
 
     /// CLOSED: consecutive failures. HALF_OPEN: trial calls in flight.
+    #[inline]
     pub(crate) fn a(self) -> u32 {
         ((self.0 >> A_SHIFT) & COUNT_MASK) as u32
     }
@@ -89,6 +91,7 @@ impl Word {
         ((self.0 >> B_SHIFT) & COUNT_MASK) as u32
     }
 
+    #[inline]
     pub(crate) fn generation(self) -> u32 {
         (self.0 >> GEN_SHIFT) as u32 & GEN_MASK
     }

@@ -1,0 +1,130 @@
+//! The circuit breaker's CLOSED success path (`try_acquire` + `record_success`) with 1 and 2
+//! threads on one breaker, next to one shared `AtomicU64::fetch_add` per call and, with
+//! `--features peers`, the failsafe crate's breaker (PERF.md: ≤ 5 ns with 1 thread, ≤ 10 ns
+//! with 2).
+//!
+//! `cargo bench -p layerzero-benches --bench breaker [--features peers]`
+//!
+//! Criterion reports the time per call on each thread; a closing table measures each case
+//! again (median of 7 runs) and prints it as a ratio to the `fetch_add` baseline.
+
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use layerzero_breaker::{CircuitBreaker, CircuitBreakerConfig};
+
+/// Runs `call` `iters` times on each of `threads` threads at once; returns the wall time
+/// from the common start to the last thread's end (so time per call per thread = wall / iters).
+fn run_threads(threads: usize, iters: u64, call: &(dyn Fn() + Sync)) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let start = &start;
+                scope.spawn(move || {
+                    start.wait();
+                    for _ in 0..iters {
+                        call();
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        for worker in workers {
+            worker.join().expect("benchmark thread panicked");
+        }
+        began.elapsed()
+    })
+}
+
+/// The cases: a name and one call.
+fn cases() -> Vec<(&'static str, Box<dyn Fn() + Sync>)> {
+    let breaker = Box::leak(Box::new(
+        CircuitBreaker::new("bench_kernel", CircuitBreakerConfig::default()).expect("the default config is valid"),
+    ));
+    let counter: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let mut cases: Vec<(&'static str, Box<dyn Fn() + Sync>)> = vec![
+        (
+            "layerzero breaker: try_acquire + record_success",
+            Box::new(move || {
+                if let Ok(permit) = black_box(&*breaker).try_acquire() {
+                    permit.record_success();
+                }
+            }),
+        ),
+        (
+            "baseline: one shared AtomicU64::fetch_add",
+            Box::new(move || {
+                black_box(counter).fetch_add(1, Ordering::Relaxed);
+            }),
+        ),
+    ];
+    #[cfg(feature = "peers")]
+    {
+        use failsafe::CircuitBreaker as _;
+        let failsafe = Box::leak(Box::new(failsafe::Config::new().build()));
+        cases.push((
+            "peer: failsafe 1.3 call(Ok)",
+            Box::new(move || {
+                let _ = black_box(&*failsafe).call(|| Ok::<(), ()>(()));
+            }),
+        ));
+    }
+    cases
+}
+
+fn criterion_runs(c: &mut Criterion, cases: &[(&'static str, Box<dyn Fn() + Sync>)]) {
+    for threads in [1, 2] {
+        let mut group = c.benchmark_group(format!("breaker CLOSED success, {threads} thread(s), time per call"));
+        for (name, call) in cases {
+            group.bench_function(*name, |b| b.iter_custom(|iters| run_threads(threads, iters, call.as_ref())));
+        }
+        group.finish();
+    }
+}
+
+/// ns per call per thread: the median of 7 runs of `ITERS` calls, and the spread.
+fn measure(threads: usize, call: &(dyn Fn() + Sync)) -> (f64, f64, f64) {
+    const ITERS: u64 = 20_000_000;
+    run_threads(threads, ITERS / 10, call); // warm up
+    let mut runs: Vec<f64> =
+        (0..7).map(|_| run_threads(threads, ITERS, call).as_secs_f64() * 1e9 / ITERS as f64).collect();
+    runs.sort_by(f64::total_cmp);
+    (runs[3], runs[0], runs[6])
+}
+
+fn ratio_table(cases: &[(&'static str, Box<dyn Fn() + Sync>)]) {
+    println!();
+    println!("CLOSED success path, ns per call per thread (median of 7 runs, [min, max]), ratio to fetch_add:");
+    println!("{:<50} {:>26} {:>26}", "", "1 thread", "2 threads");
+    let results: Vec<[(f64, f64, f64); 2]> =
+        cases.iter().map(|(_, call)| [measure(1, call.as_ref()), measure(2, call.as_ref())]).collect();
+    let baseline = results[1];
+    for ((name, _), result) in cases.iter().zip(&results) {
+        let cell = |i: usize| {
+            let (median, min, max) = result[i];
+            format!("{median:6.2} [{min:.1}, {max:.1}] {:5.2}x", median / baseline[i].0)
+        };
+        println!("{name:<50} {:>26} {:>26}", cell(0), cell(1));
+    }
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20)
+        .configure_from_args();
+    let cases = cases();
+    criterion_runs(&mut criterion, &cases);
+    criterion.final_summary();
+    // `cargo test --benches`, `--list` and `--profile-time` are not measurements.
+    let quick = std::env::args().any(|arg| matches!(arg.as_str(), "--test" | "--list" | "--profile-time"));
+    if !quick {
+        ratio_table(&cases);
+    }
+}
