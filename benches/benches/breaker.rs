@@ -41,13 +41,16 @@ fn run_threads(threads: usize, iters: u64, call: &(dyn Fn() + Sync)) -> Duration
     })
 }
 
-/// The cases: a name and one call.
-fn cases() -> Vec<(&'static str, Box<dyn Fn() + Sync>)> {
+/// A benchmark case: a name and one call.
+type Case = (&'static str, Box<dyn Fn() + Sync>);
+
+/// The cases; the `fetch_add` baseline is second (the ratios divide by it).
+fn cases() -> Vec<Case> {
     let breaker = Box::leak(Box::new(
         CircuitBreaker::new("bench_kernel", CircuitBreakerConfig::default()).expect("the default config is valid"),
     ));
     let counter: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
-    let mut cases: Vec<(&'static str, Box<dyn Fn() + Sync>)> = vec![
+    let ours: Vec<Case> = vec![
         (
             "layerzero breaker: try_acquire + record_success",
             Box::new(move || {
@@ -63,21 +66,27 @@ fn cases() -> Vec<(&'static str, Box<dyn Fn() + Sync>)> {
             }),
         ),
     ];
-    #[cfg(feature = "peers")]
-    {
-        use failsafe::CircuitBreaker as _;
-        let failsafe = Box::leak(Box::new(failsafe::Config::new().build()));
-        cases.push((
-            "peer: failsafe 1.3 call(Ok)",
-            Box::new(move || {
-                let _ = black_box(&*failsafe).call(|| Ok::<(), ()>(()));
-            }),
-        ));
-    }
-    cases
+    ours.into_iter().chain(peers()).collect()
 }
 
-fn criterion_runs(c: &mut Criterion, cases: &[(&'static str, Box<dyn Fn() + Sync>)]) {
+#[cfg(feature = "peers")]
+fn peers() -> Vec<Case> {
+    use failsafe::CircuitBreaker as _;
+    let failsafe = Box::leak(Box::new(failsafe::Config::new().build()));
+    vec![(
+        "peer: failsafe 1.3 call(Ok)",
+        Box::new(move || {
+            let _ = black_box(&*failsafe).call(|| Ok::<(), ()>(()));
+        }),
+    )]
+}
+
+#[cfg(not(feature = "peers"))]
+fn peers() -> Vec<Case> {
+    Vec::new()
+}
+
+fn criterion_runs(c: &mut Criterion, cases: &[Case]) {
     for threads in [1, 2] {
         let mut group = c.benchmark_group(format!("breaker CLOSED success, {threads} thread(s), time per call"));
         for (name, call) in cases {
@@ -97,7 +106,7 @@ fn measure(threads: usize, call: &(dyn Fn() + Sync)) -> (f64, f64, f64) {
     (runs[3], runs[0], runs[6])
 }
 
-fn ratio_table(cases: &[(&'static str, Box<dyn Fn() + Sync>)]) {
+fn ratio_table(cases: &[Case]) {
     println!();
     println!("CLOSED success path, ns per call per thread (median of 7 runs, [min, max]), ratio to fetch_add:");
     println!("{:<50} {:>26} {:>26}", "", "1 thread", "2 threads");
