@@ -65,6 +65,7 @@ fn cases() -> Vec<Case> {
                 black_box(counter).fetch_add(1, Ordering::Relaxed);
             }),
         ),
+        ("floor: an empty call through the same harness", Box::new(|| black_box(()))),
     ];
     ours.into_iter().chain(peers()).collect()
 }
@@ -96,19 +97,22 @@ fn criterion_runs(c: &mut Criterion, cases: &[Case]) {
     }
 }
 
-/// ns per call per thread: the median of 7 runs of `ITERS` calls, and the spread.
+/// ns per call per thread: the median of 7 runs of about 150 ms each, and the spread.
 fn measure(threads: usize, call: &(dyn Fn() + Sync)) -> (f64, f64, f64) {
-    const ITERS: u64 = 20_000_000;
-    run_threads(threads, ITERS / 10, call); // warm up
+    const PROBE: u64 = 1_000_000;
+    let probe = run_threads(threads, PROBE, call).as_secs_f64().max(1e-6);
+    let iters = ((PROBE as f64 * 0.15 / probe) as u64).max(PROBE);
     let mut runs: Vec<f64> =
-        (0..7).map(|_| run_threads(threads, ITERS, call).as_secs_f64() * 1e9 / ITERS as f64).collect();
+        (0..7).map(|_| run_threads(threads, iters, call).as_secs_f64() * 1e9 / iters as f64).collect();
     runs.sort_by(f64::total_cmp);
     (runs[3], runs[0], runs[6])
 }
 
 fn ratio_table(cases: &[Case]) {
     println!();
-    println!("CLOSED success path, ns per call per thread (median of 7 runs, [min, max]), ratio to fetch_add:");
+    println!(
+        "CLOSED success path, ns per call per thread (median of 7 runs of ~150 ms, [min, max]), ratio to fetch_add:"
+    );
     println!("{:<50} {:>26} {:>26}", "", "1 thread", "2 threads");
     let results: Vec<[(f64, f64, f64); 2]> =
         cases.iter().map(|(_, call)| [measure(1, call.as_ref()), measure(2, call.as_ref())]).collect();
