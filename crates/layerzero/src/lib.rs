@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+pub use layerzero_breaker as breaker;
 pub use layerzero_registry as registry;
 pub use layerzero_types as types;
 
