@@ -70,6 +70,10 @@ pub struct ProdRouter;
 #[static_dispatch("rms_norm" => kernels::rms_norm_warp, default => kernels::by_operation)]
 struct ForwardingRouter;
 
+/// Maps nothing itself: every operation goes to the default.
+#[static_dispatch(default => kernels::by_operation)]
+struct OnlyDefault;
+
 /// The types reached through another path than the facade's default `::layerzero`.
 mod lz {
     pub(crate) use layerzero::types;
@@ -210,6 +214,16 @@ fn an_unmapped_operation_runs_the_default_with_its_operation() {
     let result =
         ForwardingRouter.dispatch(OperationType::AttentionFull, &mut OpArgs::Attention(attention.args(&mut out)));
     assert_eq!(result, Err(KernelError::WrongArguments { expected: ArgsKind::Norm, actual: ArgsKind::Attention }));
+}
+
+#[test]
+fn a_router_of_only_a_default_forwards_everything() {
+    let norm = NormInputs::new();
+    let mut out = [0f32; 8];
+    OnlyDefault.dispatch(OperationType::NormRms, &mut OpArgs::Norm(norm.args(&mut out))).unwrap();
+    assert_eq!(out, [100.0 + f32::from(OperationType::NormRms as u8); 8]);
+    assert!(OnlyDefault::KERNELS.is_empty());
+    assert_eq!(OnlyDefault::kernel_for(OperationType::Rope), Some("kernels::by_operation"));
 }
 
 #[test]
