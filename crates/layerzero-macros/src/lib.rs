@@ -67,8 +67,9 @@
 //! (with the nearest known name, or the list of names), an operation mapped twice, a kernel
 //! path that does not resolve or has the wrong signature (rustc's error, on the path, naming
 //! the expected `fn` type), `exhaustive` with operations left unmapped and no `default` (the
-//! missing ones listed), a repeated `default`/`crate`/`exhaustive`, an operation name written
-//! without quotes, and an item that is not a unit struct. The UI tests in `tests/ui/` show
+//! missing ones listed), a `default` that can never run because every operation is mapped,
+//! a repeated `default`/`crate`/`exhaustive`, an operation name written without quotes, and an
+//! item that is not a unit struct. The UI tests in `tests/ui/` show
 //! each message in full.
 //!
 //! # The dispatcher hook

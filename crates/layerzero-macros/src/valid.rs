@@ -53,7 +53,7 @@ pub(crate) fn validate(args: RouterArgs, item: Item) -> Result<Router, syn::Erro
 
     let mut routes: Vec<Route> = Vec::new();
     let mut seen: HashMap<OperationType, usize> = HashMap::new();
-    let mut default: Option<ExprPath> = None;
+    let mut default: Option<(Span, ExprPath)> = None;
     let mut krate: Option<Path> = None;
     let mut exhaustive: Option<Span> = None;
 
@@ -82,7 +82,7 @@ pub(crate) fn validate(args: RouterArgs, item: Item) -> Result<Router, syn::Erro
                 if default.is_some() {
                     errors.push(keyword.span, "`default` is given twice");
                 } else {
-                    default = Some(kernel);
+                    default = Some((keyword.span, kernel));
                 }
             }
             Entry::Crate { keyword, path } => {
@@ -121,6 +121,12 @@ pub(crate) fn validate(args: RouterArgs, item: Item) -> Result<Router, syn::Erro
         }
     }
 
+    if let Some((span, _)) = &default
+        && routes.len() == OperationType::ALL.len()
+    {
+        errors.push(*span, "this `default` never runs: every operation is mapped to a kernel; remove it");
+    }
+
     if routes.is_empty() && default.is_none() && errors.0.is_none() {
         errors.push(
             Span::call_site(),
@@ -129,9 +135,12 @@ pub(crate) fn validate(args: RouterArgs, item: Item) -> Result<Router, syn::Erro
     }
 
     match (errors.0, item) {
-        (None, Some(item)) => {
-            Ok(Router { item, routes, default, krate: krate.unwrap_or_else(|| syn::parse_quote!(::layerzero)) })
-        }
+        (None, Some(item)) => Ok(Router {
+            item,
+            routes,
+            default: default.map(|(_, kernel)| kernel),
+            krate: krate.unwrap_or_else(|| syn::parse_quote!(::layerzero)),
+        }),
         (Some(errors), _) => Err(errors),
         // `check_item` pushes an error whenever it returns `None`.
         (None, None) => Err(syn::Error::new(Span::call_site(), "#[static_dispatch] goes on a unit struct")),
@@ -274,6 +283,11 @@ mod tests {
                  `default => kernel` for the rest"]
         );
         assert!(check(quote! { #all_but_two default => d }, quote! { struct R; }).is_ok());
+        // With every operation mapped, a default could never run (nor be type-checked).
+        assert_eq!(
+            errors(quote! { #all_but_two "layer_norm" => k, "matmul" => k, default => d }, quote! { struct R; }),
+            ["this `default` never runs: every operation is mapped to a kernel; remove it"]
+        );
         assert_eq!(
             errors(quote! { "rope" => k, exhaustive, exhaustive }, quote! { struct R; })[0],
             "`exhaustive` is given twice"
