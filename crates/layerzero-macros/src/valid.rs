@@ -174,8 +174,18 @@ fn check_item(item: Item, errors: &mut Errors) -> Option<ItemStruct> {
     ok.then_some(item)
 }
 
+/// Where an error about `tokens` points: their first token after any attributes (`/// docs`).
 fn first_token_span(tokens: &impl ToTokens) -> Span {
-    tokens.to_token_stream().into_iter().next().map_or_else(Span::call_site, |token| token.span())
+    let mut tokens = tokens.to_token_stream().into_iter();
+    while let Some(token) = tokens.next() {
+        match token {
+            proc_macro2::TokenTree::Punct(punct) if punct.as_char() == '#' => {
+                tokens.next(); // the attribute's `[...]`
+            }
+            token => return token.span(),
+        }
+    }
+    Span::call_site()
 }
 
 fn unknown_operation(name: &str) -> String {

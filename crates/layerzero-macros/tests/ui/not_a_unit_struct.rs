@@ -15,6 +15,7 @@ struct WithState {
 struct Generic<T>(T);
 
 #[static_dispatch("rms_norm" => rms_norm_warp)]
+/// Documented, but an enum.
 enum NotAStruct {
     Router,
 }
