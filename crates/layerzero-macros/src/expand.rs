@@ -54,6 +54,8 @@ fn expand(router: &Router, options: Options) -> TokenStream {
     let covers_every_operation = router.routes.len() == OperationType::ALL.len();
 
     let variant = |op: OperationType| {
+        // The derived `Debug` of `OperationType` is the variant's name; the behaviour tests
+        // compile a router over every operation, so a change there cannot go unnoticed.
         let name = format_ident!("{}", format!("{op:?}"));
         quote!(#types::OperationType::#name)
     };
