@@ -9,7 +9,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{Layout, OperationType, SelectionContext, TensorView, TensorViewMut, TypesError};
+use crate::{Layout, Operation, OperationType, SelectionContext, TensorView, TensorViewMut, TypesError};
 
 /// Scaled dot-product attention: `softmax(q·kᵀ·scale + mask)·v`.
 ///
@@ -286,6 +286,13 @@ pub enum KernelError {
         expected: ArgsKind,
         /// What it was given.
         actual: ArgsKind,
+    },
+    /// No kernel is mapped to the operation: a static router (`#[static_dispatch]`) without
+    /// a `default` was asked for an operation its map does not name.
+    #[error("no kernel is mapped to operation `{operation}`")]
+    NoKernel {
+        /// The operation asked for.
+        operation: Operation,
     },
     /// A tensor could not be viewed as the kernel needs.
     #[error(transparent)]

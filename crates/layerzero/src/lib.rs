@@ -8,6 +8,7 @@
 //! | [`types`] | `layerzero-types` | operations, contexts, dtypes, devices, kernel specs, tensors |
 //! | [`registry`] | `layerzero-registry` | kernel, backend and static registries |
 //! | [`selection`] | `layerzero-types` | the selection vocabulary (`SelectionContext`, `KernelSpec`) |
+//! | [`static_dispatch`] | `layerzero-macros` | STATIC mode: a compile-time kernel map as a `match` router |
 //!
 //! The selection engine, configuration, circuit breakers, dispatchers and kernels join
 //! here as their crates land.
@@ -20,10 +21,37 @@
 //! let _kernels = get_global_kernel_registry().snapshot();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! STATIC mode: [`static_dispatch`] turns a compile-time map into a router that `match`es
+//! the operation and calls the kernel directly.
+//!
+//! ```
+//! use layerzero::static_dispatch;
+//! use layerzero::types::{DType, KernelResult, NormArgs, OpArgs, OperationType, Tensor, TensorViewMut};
+//!
+//! fn rms_norm_warp(args: &mut NormArgs<'_>) -> KernelResult {
+//!     args.output.as_mut_slice::<f32>()?.fill(1.0);
+//!     Ok(())
+//! }
+//!
+//! #[static_dispatch("rms_norm" => rms_norm_warp)]
+//! pub struct ProdRouter;
+//!
+//! let input = Tensor::zeros(&[2, 4], DType::F32)?;
+//! let weight = Tensor::zeros(&[4], DType::F32)?;
+//! let mut out = vec![0f32; 8];
+//! let output = TensorViewMut::from_slice(&mut out, &[2, 4])?;
+//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6 });
+//! ProdRouter.dispatch(OperationType::NormRms, &mut args)?;
+//! assert_eq!(out, [1.0; 8]);
+//! assert_eq!(ProdRouter::KERNELS, [(OperationType::NormRms, "rms_norm_warp")]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
 pub use layerzero_breaker as breaker;
+pub use layerzero_macros::static_dispatch;
 pub use layerzero_registry as registry;
 pub use layerzero_types as types;
 
