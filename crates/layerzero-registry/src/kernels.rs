@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
-use layerzero_types::{ArgsKind, KernelId, KernelImpl, KernelSpec, Operation};
+use layerzero_types::{ArgsKind, KernelId, KernelImpl, KernelSpec, Operation, OperationType};
 use rustc_hash::FxHashMap;
 
 use crate::RegistryError;
@@ -39,7 +39,9 @@ pub struct KernelSnapshot {
     version: u64,
     kernels: Vec<Arc<KernelSpec>>,
     by_id: FxHashMap<KernelId, usize>,
-    by_operation: FxHashMap<Operation, Vec<Arc<KernelSpec>>>,
+    // Known operations index a dense table (no hashing on lookup); custom ones a map.
+    by_known_operation: [Vec<Arc<KernelSpec>>; OperationType::COUNT],
+    by_custom_operation: FxHashMap<Operation, Vec<Arc<KernelSpec>>>,
     implementations: FxHashMap<KernelId, KernelImpl>,
 }
 
@@ -62,7 +64,10 @@ impl KernelSnapshot {
 
     /// The kernels that implement `operation`, in registration order.
     pub fn by_operation(&self, operation: Operation) -> &[Arc<KernelSpec>] {
-        self.by_operation.get(&operation).map_or(&[], Vec::as_slice)
+        match operation {
+            Operation::Known(op) => &self.by_known_operation[op.index()],
+            Operation::Custom(_) => self.by_custom_operation.get(&operation).map_or(&[], Vec::as_slice),
+        }
     }
 
     /// Every kernel, in registration order.
@@ -106,7 +111,11 @@ impl KernelSnapshot {
         self.by_id.insert(spec.id, self.kernels.len());
         self.kernels.push(Arc::clone(&spec));
         for &operation in &spec.operations {
-            self.by_operation.entry(operation).or_default().push(Arc::clone(&spec));
+            let list = match operation {
+                Operation::Known(op) => &mut self.by_known_operation[op.index()],
+                Operation::Custom(_) => self.by_custom_operation.entry(operation).or_default(),
+            };
+            list.push(Arc::clone(&spec));
         }
         Ok(spec)
     }
@@ -249,6 +258,17 @@ mod tests {
         assert!(registry.get_by_operation(OperationType::Rope.into()).is_empty());
         assert_eq!(registry.get_by_name("norm_b").unwrap().operations.len(), 1);
         assert!(registry.get_by_name("norm_c_never_made").is_none());
+    }
+
+    #[test]
+    fn custom_operations_are_indexed_too() {
+        let registry = KernelRegistry::new();
+        let moe = Operation::parse("moe.router").unwrap();
+        let spec = KernelSpec::new("custom_moe_router", Platform::Cpu).unwrap().for_operation(moe);
+        registry.register(spec).unwrap();
+        assert_eq!(registry.get_by_operation(moe).len(), 1);
+        assert!(registry.get_by_operation(Operation::parse("moe.combine").unwrap()).is_empty());
+        assert!(registry.get_by_operation(OperationType::Matmul.into()).is_empty());
     }
 
     #[test]

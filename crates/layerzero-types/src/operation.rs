@@ -63,6 +63,14 @@ impl OperationType {
         OperationType::Matmul,
     ];
 
+    /// The number of known operations.
+    pub const COUNT: usize = OperationType::ALL.len();
+
+    /// A dense index in `0..COUNT`, for tables indexed by operation.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The dotted name used in configs and on the command line.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -259,6 +267,14 @@ mod tests {
             assert_eq!(name.parse::<Operation>().unwrap(), Operation::Known(op));
             assert_eq!(Operation::Known(op).to_string(), name);
         }
+    }
+
+    #[test]
+    fn indices_are_dense_and_in_declaration_order() {
+        for (i, op) in OperationType::ALL.into_iter().enumerate() {
+            assert_eq!(op.index(), i);
+        }
+        assert_eq!(OperationType::COUNT, 11);
     }
 
     #[test]
