@@ -232,36 +232,6 @@ impl<'a> TensorView<'a> {
         Ok(TensorView { bytes, shape, strides, dtype, device: Device::Cpu })
     }
 
-    /// The dimensions.
-    pub fn dims(&self) -> &[usize] {
-        self.shape.dims()
-    }
-
-    /// The strides, in elements.
-    pub fn strides(&self) -> &[usize] {
-        self.strides.as_slice()
-    }
-
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// Where the data lives.
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// The number of elements.
-    pub fn numel(&self) -> usize {
-        self.shape.numel()
-    }
-
-    /// Whether the view is dense and row-major.
-    pub fn is_contiguous(&self) -> bool {
-        is_contiguous(&self.shape, &self.strides)
-    }
-
     /// The elements in row-major order; fails unless the view is contiguous and of type `T`.
     pub fn as_slice<T: Element>(&self) -> Result<&'a [T], TypesError> {
         if !self.is_contiguous() {
@@ -299,17 +269,57 @@ fn reshaped(shape: &Shape, strides: &Strides, dims: &[usize]) -> Result<Shape, T
     Ok(new)
 }
 
-impl TensorMeta for TensorView<'_> {
-    fn shape(&self) -> &Shape {
-        &self.shape
-    }
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-    fn device(&self) -> Device {
-        self.device
-    }
+/// The metadata accessors and [`TensorMeta`] of both view types, which store the same
+/// fields (`shape`, `strides`, `dtype`, `device`).
+macro_rules! view_metadata {
+    ($($view:ident),*) => {$(
+        impl $view<'_> {
+            /// The dimensions.
+            pub fn dims(&self) -> &[usize] {
+                self.shape.dims()
+            }
+
+            /// The strides, in elements.
+            pub fn strides(&self) -> &[usize] {
+                self.strides.as_slice()
+            }
+
+            /// The element type.
+            pub fn dtype(&self) -> DType {
+                self.dtype
+            }
+
+            /// Where the data lives.
+            pub fn device(&self) -> Device {
+                self.device
+            }
+
+            /// The number of elements.
+            pub fn numel(&self) -> usize {
+                self.shape.numel()
+            }
+
+            /// Whether the view is dense and row-major.
+            pub fn is_contiguous(&self) -> bool {
+                is_contiguous(&self.shape, &self.strides)
+            }
+        }
+
+        impl TensorMeta for $view<'_> {
+            fn shape(&self) -> &Shape {
+                &self.shape
+            }
+            fn dtype(&self) -> DType {
+                self.dtype
+            }
+            fn device(&self) -> Device {
+                self.device
+            }
+        }
+    )*};
 }
+
+view_metadata!(TensorView, TensorViewMut);
 
 impl fmt::Debug for TensorView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -379,36 +389,6 @@ impl<'a> TensorViewMut<'a> {
         })
     }
 
-    /// The dimensions.
-    pub fn dims(&self) -> &[usize] {
-        self.shape.dims()
-    }
-
-    /// The strides, in elements.
-    pub fn strides(&self) -> &[usize] {
-        self.strides.as_slice()
-    }
-
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// Where the data lives.
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// The number of elements.
-    pub fn numel(&self) -> usize {
-        self.shape.numel()
-    }
-
-    /// Whether the view is dense and row-major.
-    pub fn is_contiguous(&self) -> bool {
-        is_contiguous(&self.shape, &self.strides)
-    }
-
     /// A read-only view of the same memory.
     pub fn as_view(&self) -> TensorView<'_> {
         TensorView {
@@ -450,18 +430,6 @@ impl<'a> TensorViewMut<'a> {
     pub fn reshape(self, dims: &[usize]) -> Result<TensorViewMut<'a>, TypesError> {
         let shape = reshaped(&self.shape, &self.strides, dims)?;
         Ok(TensorViewMut { shape, strides: shape.contiguous_strides(), ..self })
-    }
-}
-
-impl TensorMeta for TensorViewMut<'_> {
-    fn shape(&self) -> &Shape {
-        &self.shape
-    }
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-    fn device(&self) -> Device {
-        self.device
     }
 }
 
