@@ -269,19 +269,14 @@ fn reshaped(shape: &Shape, strides: &Strides, dims: &[usize]) -> Result<Shape, T
     Ok(new)
 }
 
-/// The metadata accessors and [`TensorMeta`] of both view types, which store the same
-/// fields (`shape`, `strides`, `dtype`, `device`).
-macro_rules! view_metadata {
-    ($($view:ident),*) => {$(
-        impl $view<'_> {
+/// The metadata accessors and [`TensorMeta`] of the tensor types, which all store
+/// `shape`, `dtype` and `device`.
+macro_rules! tensor_metadata {
+    ($($ty:ty),*) => {$(
+        impl $ty {
             /// The dimensions.
             pub fn dims(&self) -> &[usize] {
                 self.shape.dims()
-            }
-
-            /// The strides, in elements.
-            pub fn strides(&self) -> &[usize] {
-                self.strides.as_slice()
             }
 
             /// The element type.
@@ -298,14 +293,9 @@ macro_rules! view_metadata {
             pub fn numel(&self) -> usize {
                 self.shape.numel()
             }
-
-            /// Whether the view is dense and row-major.
-            pub fn is_contiguous(&self) -> bool {
-                is_contiguous(&self.shape, &self.strides)
-            }
         }
 
-        impl TensorMeta for $view<'_> {
+        impl TensorMeta for $ty {
             fn shape(&self) -> &Shape {
                 &self.shape
             }
@@ -319,7 +309,25 @@ macro_rules! view_metadata {
     )*};
 }
 
-view_metadata!(TensorView, TensorViewMut);
+/// The stride accessors of the two view types.
+macro_rules! view_strides {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// The strides, in elements.
+            pub fn strides(&self) -> &[usize] {
+                self.strides.as_slice()
+            }
+
+            /// Whether the view is dense and row-major.
+            pub fn is_contiguous(&self) -> bool {
+                is_contiguous(&self.shape, &self.strides)
+            }
+        }
+    )*};
+}
+
+tensor_metadata!(TensorView<'_>, TensorViewMut<'_>, Tensor);
+view_strides!(TensorView<'_>, TensorViewMut<'_>);
 
 impl fmt::Debug for TensorView<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -599,26 +607,6 @@ impl Tensor {
         }
     }
 
-    /// The dimensions.
-    pub fn dims(&self) -> &[usize] {
-        self.shape.dims()
-    }
-
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// Where the data lives.
-    pub fn device(&self) -> Device {
-        self.device
-    }
-
-    /// The number of elements.
-    pub fn numel(&self) -> usize {
-        self.shape.numel()
-    }
-
     /// The size of the data in bytes.
     pub fn size_in_bytes(&self) -> usize {
         // Checked when the tensor was made.
@@ -729,18 +717,6 @@ mod cuda {
                 Storage::Host(_) => Err(TypesError::DeviceMismatch { expected: Device::Cuda(0), actual: Device::Cpu }),
             }
         }
-    }
-}
-
-impl TensorMeta for Tensor {
-    fn shape(&self) -> &Shape {
-        &self.shape
-    }
-    fn dtype(&self) -> DType {
-        self.dtype
-    }
-    fn device(&self) -> Device {
-        self.device
     }
 }
 
