@@ -104,6 +104,15 @@ pub trait TensorMeta {
     fn device(&self) -> Device;
 }
 
+/// The shape `dims`, which must hold exactly `len` elements.
+fn shape_holding(dims: &[usize], len: usize) -> Result<Shape, TypesError> {
+    let shape = Shape::new(dims)?;
+    if shape.numel() != len {
+        return Err(TypesError::ElementCountMismatch { shape: dims.to_vec(), expected: shape.numel(), actual: len });
+    }
+    Ok(shape)
+}
+
 /// Checks that `dims` with `strides` stays within `len` elements, returning both inline.
 fn checked_layout(dims: &[usize], strides: &[usize], len: usize) -> Result<(Shape, Strides), TypesError> {
     let shape = Shape::new(dims)?;
@@ -193,14 +202,7 @@ pub struct TensorView<'a> {
 impl<'a> TensorView<'a> {
     /// A contiguous view of `data` with these dimensions.
     pub fn from_slice<T: Element>(data: &'a [T], dims: &[usize]) -> Result<Self, TypesError> {
-        let shape = Shape::new(dims)?;
-        if shape.numel() != data.len() {
-            return Err(TypesError::ElementCountMismatch {
-                shape: dims.to_vec(),
-                expected: shape.numel(),
-                actual: data.len(),
-            });
-        }
+        let shape = shape_holding(dims, data.len())?;
         Self::from_slice_strided(data, dims, shape.contiguous_strides().as_slice())
     }
 
@@ -361,14 +363,7 @@ pub struct TensorViewMut<'a> {
 impl<'a> TensorViewMut<'a> {
     /// A contiguous writable view of `data` with these dimensions.
     pub fn from_slice<T: Element>(data: &'a mut [T], dims: &[usize]) -> Result<Self, TypesError> {
-        let shape = Shape::new(dims)?;
-        if shape.numel() != data.len() {
-            return Err(TypesError::ElementCountMismatch {
-                shape: dims.to_vec(),
-                expected: shape.numel(),
-                actual: data.len(),
-            });
-        }
+        let shape = shape_holding(dims, data.len())?;
         let strides = shape.contiguous_strides();
         Ok(TensorViewMut {
             bytes: bytemuck::cast_slice_mut(data),
@@ -507,14 +502,7 @@ pub struct Tensor {
 impl Tensor {
     /// A host tensor that takes ownership of `data`, without a copy.
     pub fn from_vec<T: Element>(data: Vec<T>, dims: &[usize]) -> Result<Tensor, TypesError> {
-        let shape = Shape::new(dims)?;
-        if shape.numel() != data.len() {
-            return Err(TypesError::ElementCountMismatch {
-                shape: dims.to_vec(),
-                expected: shape.numel(),
-                actual: data.len(),
-            });
-        }
+        let shape = shape_holding(dims, data.len())?;
         Ok(Tensor { storage: Storage::Host(Box::new(data)), shape, dtype: T::DTYPE, device: Device::Cpu })
     }
 
