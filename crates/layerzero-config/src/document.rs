@@ -198,7 +198,12 @@ fn parse_yaml(source: &str) -> Result<Node, DocumentError> {
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
                 Some(Open::Seq(items, start)) => Node { kind: NodeKind::Seq(items), position: start },
-                Some(Open::Map(entries, _, start)) => Node { kind: NodeKind::Map(entries), position: start },
+                Some(Open::Map(entries, _, start)) => {
+                    // A block mapping's start mark can sit after its first key; the first
+                    // key is where a reader looks for it.
+                    let position = entries.first().map_or(start, |(key, _)| key.position.min(start));
+                    Node { kind: NodeKind::Map(entries), position }
+                }
                 None => return Err(error("Unbalanced YAML collection".into(), at)),
             },
         };

@@ -234,6 +234,7 @@ const RULE_KEYS: [&str; 4] = ["operation", "conditions", "kernel", "priority"];
 struct Reader {
     errors: Vec<SchemaError>,
     positions: FxHashMap<String, Position>,
+    key_positions: FxHashMap<String, Position>,
 }
 
 impl Reader {
@@ -266,6 +267,7 @@ impl Reader {
                 continue;
             }
             self.visit(&child, value);
+            self.key_positions.insert(child, key.position);
             out.push((text.clone(), value));
         }
         out
@@ -274,7 +276,7 @@ impl Reader {
     fn unknown_key(&mut self, path: &str, key: &str, known: &[&'static str], node: &Node) {
         let suggestion = layerzero_types::nearest_name(key, known.iter().copied());
         let mut error = SchemaError::new(key_path(path, key), "Unknown key").did_you_mean(suggestion);
-        error.position = self.positions.get(&key_path(path, key)).copied().unwrap_or(node.position);
+        error.position = self.key_positions.get(&key_path(path, key)).copied().unwrap_or(node.position);
         self.errors.push(error);
     }
 
