@@ -136,6 +136,14 @@ pub struct CompiledCondition {
 
 #[derive(Clone, Debug)]
 enum Test {
+    /// An integer field in `lo..=hi` (or not, when `negate`): `eq`, `ne`, `gt`, `gte`,
+    /// `lt` and `lte` on integer fields, read without building a `FieldValue`.
+    IntRange {
+        get: fn(&SelectionContext) -> Option<u32>,
+        lo: u64,
+        hi: u64,
+        negate: bool,
+    },
     Eq(FieldValue),
     Ne(FieldValue),
     Order(Operator, FieldValue),
@@ -166,6 +174,9 @@ impl CompiledCondition {
     /// Cost: one field read and one comparison (a list scan for `_in`, a precompiled
     /// automaton for `_match` and `_regex`); no allocation.
     pub fn holds(&self, ctx: &SelectionContext) -> bool {
+        if let Test::IntRange { get, lo, hi, negate } = self.test {
+            return get(ctx).is_some_and(|v| (lo..=hi).contains(&u64::from(v)) != negate);
+        }
         let Some(actual) = ctx.get(self.field) else { return false };
         match &self.test {
             Test::Eq(expected) => actual == *expected,
@@ -181,6 +192,7 @@ impl CompiledCondition {
             },
             Test::In(values) => values.contains(&actual),
             Test::NotIn(values) => !values.contains(&actual),
+            Test::IntRange { .. } => false, // handled above
             Test::Glob(glob) => with_text(actual, |text| glob.is_match(text)),
             Test::Regex(regex) => with_text(actual, |text| regex.is_match(text)),
         }
@@ -220,6 +232,37 @@ fn with_text(value: FieldValue, f: impl FnOnce(&str) -> bool) -> bool {
             std::str::from_utf8(&buf[..len]).is_ok_and(f)
         }
         _ => false,
+    }
+}
+
+/// The reader of an integer field, for [`Test::IntRange`].
+fn int_field(field: ContextField) -> Option<fn(&SelectionContext) -> Option<u32>> {
+    use ContextField as F;
+    Some(match field {
+        F::BatchSize => |c| c.batch_size,
+        F::SeqLen => |c| c.seq_len,
+        F::SeqLenQ => |c| c.seq_len_q,
+        F::SeqLenK => |c| c.seq_len_k,
+        F::HeadDim => |c| c.head_dim,
+        F::NumHeads => |c| c.num_heads,
+        F::NumKvHeads => |c| c.num_kv_heads,
+        F::TpSize => |c| c.tp_size,
+        F::PpSize => |c| c.pp_size,
+        F::LayerIndex => |c| c.layer_index,
+        F::WindowSize => |c| c.window_size,
+        _ => return None,
+    })
+}
+
+/// `op n` on an integer as an inclusive range (empty when `lo > hi`), and whether to negate.
+fn int_range(op: Operator, n: u64) -> (u64, u64, bool) {
+    match op {
+        Operator::Ne => (n, n, true),
+        Operator::Gt => (n.saturating_add(1), if n == u64::MAX { 0 } else { u64::MAX }, false),
+        Operator::Gte => (n, u64::MAX, false),
+        Operator::Lt => (if n == 0 { 1 } else { 0 }, n.saturating_sub(1), false),
+        Operator::Lte => (0, n, false),
+        _ => (n, n, false),
     }
 }
 
@@ -374,7 +417,18 @@ pub fn compile_condition(key: &str, value: &ConditionValue) -> Result<CompiledCo
             }
         }
     };
+    let test = match (test, int_field(field)) {
+        (Test::Eq(FieldValue::Int(n)), Some(get)) => int_test(get, Operator::Eq, n),
+        (Test::Ne(FieldValue::Int(n)), Some(get)) => int_test(get, Operator::Ne, n),
+        (Test::Order(op, FieldValue::Int(n)), Some(get)) => int_test(get, op, n),
+        (test, _) => test,
+    };
     Ok(CompiledCondition { key: key.to_owned(), value: value.clone(), field, test })
+}
+
+fn int_test(get: fn(&SelectionContext) -> Option<u32>, op: Operator, n: u64) -> Test {
+    let (lo, hi, negate) = int_range(op, n);
+    Test::IntRange { get, lo, hi, negate }
 }
 
 /// Which operations a rule, lock or chain applies to: one name, or a glob.
@@ -741,5 +795,25 @@ impl CompiledConfig {
     /// `defaults.default_priority`.
     pub fn default_priority(&self) -> u32 {
         self.default_priority
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_ranges_at_their_edges() {
+        let holds = |key: &str, n: i64, v: u32| {
+            let ctx = SelectionContext { batch_size: Some(v), ..SelectionContext::default() };
+            compile_condition(key, &ConditionValue::Int(n)).unwrap().holds(&ctx)
+        };
+        assert!(!holds("batch_size_lt", 0, 0));
+        assert!(holds("batch_size_lte", 0, 0));
+        assert!(holds("batch_size_gte", 0, 0));
+        assert!(!holds("batch_size_gt", i64::MAX, u32::MAX));
+        assert!(holds("batch_size_gt", i64::from(u32::MAX) - 1, u32::MAX));
+        assert!(holds("batch_size_ne", 1, 0) && !holds("batch_size_ne", 0, 0));
+        assert!(holds("batch_size_eq", i64::from(u32::MAX), u32::MAX));
     }
 }

@@ -51,8 +51,8 @@ fn looks_like_regex(pattern: &str) -> bool {
     pattern.contains(".*") || pattern.contains(".+") || pattern.contains(['^', '$', '\\', '(', ')', '|', '+'])
 }
 
-/// Whether every operation `a` matches is also matched by... no: whether `a` covers `b`
-/// (every operation `b` names, `a` matches too), as far as can be told from the text.
+/// Whether `a` covers `b` (every operation `b` applies to, `a` applies to too), as far as
+/// the text tells: the same text, `*`, or a glob that matches `b`'s exact name.
 fn covers(a: &OperationMatcher, b: &OperationMatcher) -> bool {
     if a.as_str() == b.as_str() || a.as_str() == "*" {
         return true;

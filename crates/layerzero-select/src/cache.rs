@@ -24,27 +24,25 @@ pub struct ContextKey {
 impl ContextKey {
     /// Packs `ctx`. Cost: a few dozen integer operations, no allocation.
     pub fn new(ctx: &SelectionContext) -> ContextKey {
-        let ints_in = [
-            ctx.batch_size,
-            ctx.seq_len,
-            ctx.seq_len_q,
-            ctx.seq_len_k,
-            ctx.head_dim,
-            ctx.num_heads,
-            ctx.num_kv_heads,
-            ctx.tp_size,
-            ctx.pp_size,
-            ctx.layer_index,
-            ctx.window_size,
-        ];
-        let mut ints = [0u32; 11];
+        // Straight-line and branch-free: this runs on every cache lookup.
         let mut present = 0u32;
-        for (i, value) in ints_in.into_iter().enumerate() {
-            if let Some(v) = value {
-                ints[i] = v;
-                present |= 1 << i;
-            }
-        }
+        let mut int = |bit: u32, value: Option<u32>| {
+            present |= u32::from(value.is_some()) << bit;
+            value.unwrap_or(0)
+        };
+        let ints = [
+            int(0, ctx.batch_size),
+            int(1, ctx.seq_len),
+            int(2, ctx.seq_len_q),
+            int(3, ctx.seq_len_k),
+            int(4, ctx.head_dim),
+            int(5, ctx.num_heads),
+            int(6, ctx.num_kv_heads),
+            int(7, ctx.tp_size),
+            int(8, ctx.pp_size),
+            int(9, ctx.layer_index),
+            int(10, ctx.window_size),
+        ];
         // Each small field: 0 when absent, else 1 + its code.
         let code = |v: Option<u64>| v.map_or(0, |v| v + 1);
         let flag = |v: Option<bool>| code(v.map(u64::from));

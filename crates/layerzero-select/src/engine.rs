@@ -81,6 +81,9 @@ pub(crate) struct OperationPlan {
     /// Chain then policy, without repeats, as candidate indices (kernels that are not
     /// candidates cannot run and are dropped here).
     pub(crate) fallbacks: Vec<usize>,
+    /// Candidate indices by base priority, highest first (ties: registration order), so
+    /// scoring stops at the first valid one.
+    pub(crate) by_priority: Vec<usize>,
 }
 
 /// The policy and registry snapshot the engine decides with, and the plans derived
@@ -146,7 +149,9 @@ fn plan(policy: &CompiledConfig, registry: &KernelSnapshot, operation: Operation
             fallbacks.push(i);
         }
     }
-    OperationPlan { candidates, lock, rules, fallbacks }
+    let mut by_priority: Vec<usize> = (0..candidates.len()).collect();
+    by_priority.sort_by_key(|&i| std::cmp::Reverse(candidates[i].spec.priority));
+    OperationPlan { candidates, lock, rules, fallbacks, by_priority }
 }
 
 /// Which candidates can be chosen for one context, computed on demand and remembered.
@@ -277,14 +282,8 @@ impl FromIterator<KernelId> for SmallIds {
 }
 
 pub(crate) fn best_by_score(plan: &OperationPlan, validity: &mut Validity<'_>) -> Option<(usize, SelectionReason)> {
-    let mut best: Option<(usize, u32)> = None;
-    for (i, candidate) in plan.candidates.iter().enumerate() {
-        let priority = candidate.spec.priority;
-        if best.is_none_or(|(_, p)| priority > p) && validity.is_valid(i) {
-            best = Some((i, priority));
-        }
-    }
-    best.map(|(i, priority)| (i, SelectionReason::Score { priority }))
+    let best = plan.by_priority.iter().copied().find(|&i| validity.is_valid(i))?;
+    Some((best, SelectionReason::Score { priority: plan.candidates[best].spec.priority }))
 }
 
 fn no_valid_kernel(plan: &OperationPlan, validity: &Validity<'_>, operation: Operation) -> SelectionError {
@@ -300,7 +299,7 @@ fn no_valid_kernel(plan: &OperationPlan, validity: &Validity<'_>, operation: Ope
     SelectionError::NoValidKernel { operation, rejections }
 }
 
-/// Chooses a kernel per operation and call context: SEED 001's `SelectionEngine`.
+/// Chooses a kernel per operation and call context: seed 001's `SelectionEngine`.
 ///
 /// The pipeline (DESIGN.md, "Selection semantics"):
 /// 1. **candidates**: kernels registered for the operation whose backend is available;
