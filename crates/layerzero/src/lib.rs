@@ -9,9 +9,10 @@
 //! | [`registry`] | `layerzero-registry` | kernel, backend and static registries |
 //! | [`selection`] | `layerzero-types` | the selection vocabulary (`SelectionContext`, `KernelSpec`) |
 //! | [`static_dispatch`] | `layerzero-macros` | STATIC mode: a compile-time kernel map as a `match` router |
+//! | [`config`] | `layerzero-config` | `DispatchConfig`, the YAML schema v1.0, compiled rules |
+//! | [`selection_engine`] | `layerzero-select` | `SelectionEngine`, its cache, `explain_selection` |
 //!
-//! The selection engine, configuration, circuit breakers, dispatchers and kernels join
-//! here as their crates land.
+//! Circuit breakers, dispatchers and kernels join here as their crates land.
 //!
 //! ```
 //! use layerzero::registry::get_global_kernel_registry;
@@ -52,7 +53,9 @@
 
 pub use layerzero_breaker as breaker;
 pub use layerzero_macros::static_dispatch;
+pub use layerzero_config as config;
 pub use layerzero_registry as registry;
+pub use layerzero_select as selection_engine;
 pub use layerzero_types as types;
 
 /// The selection vocabulary under seed 002's `layerzero.selection` name.
