@@ -32,7 +32,7 @@ fn specs() -> Vec<KernelSpec> {
 
 fn lookups(c: &mut Criterion) {
     let registry = KernelRegistry::new();
-    registry.register_all(specs().into_iter().map(|s| (s, None))).unwrap();
+    registry.register_all(specs()).unwrap();
     let snapshot = registry.snapshot();
     let id = KernelId::lookup("bench_kernel_137").unwrap();
 

@@ -145,13 +145,22 @@ impl KernelRegistry {
         self.update(|snapshot| snapshot.insert(spec, Some(implementation)))
     }
 
-    /// Registers several kernels at once: all of them, or (on the first error) none.
-    pub fn register_all(
+    /// Registers several specs without code at once: all of them, or (on the first error)
+    /// none.
+    pub fn register_all(&self, specs: impl IntoIterator<Item = KernelSpec>) -> Result<(), RegistryError> {
+        self.update(|snapshot| specs.into_iter().try_for_each(|spec| snapshot.insert(spec, None).map(drop)))
+    }
+
+    /// Registers several kernels with their code at once: all of them, or (on the first
+    /// error) none.
+    pub fn register_all_with_impls(
         &self,
-        kernels: impl IntoIterator<Item = (KernelSpec, Option<KernelImpl>)>,
+        kernels: impl IntoIterator<Item = (KernelSpec, KernelImpl)>,
     ) -> Result<(), RegistryError> {
         self.update(|snapshot| {
-            kernels.into_iter().try_for_each(|(spec, implementation)| snapshot.insert(spec, implementation).map(drop))
+            kernels
+                .into_iter()
+                .try_for_each(|(spec, implementation)| snapshot.insert(spec, Some(implementation)).map(drop))
         })
     }
 
@@ -285,15 +294,11 @@ mod tests {
     #[test]
     fn register_all_is_all_or_nothing() {
         let registry = KernelRegistry::new();
-        let batch =
-            [(spec("batch_a", &[OperationType::Matmul]), None), (spec("batch_a", &[OperationType::Matmul]), None)];
+        let batch = [spec("batch_a", &[OperationType::Matmul]), spec("batch_a", &[OperationType::Matmul])];
         assert!(registry.register_all(batch).is_err());
         assert!(registry.is_empty());
         registry
-            .register_all([
-                (spec("batch_b", &[OperationType::Matmul]), None),
-                (spec("batch_c", &[OperationType::Matmul]), None),
-            ])
+            .register_all([spec("batch_b", &[OperationType::Matmul]), spec("batch_c", &[OperationType::Matmul])])
             .unwrap();
         assert_eq!(registry.len(), 2);
         assert_eq!(registry.version(), 1);
@@ -315,6 +320,29 @@ mod tests {
 
         registry.register(spec("impl_catalog_only", &[OperationType::Rope])).unwrap();
         assert!(registry.implementation(KernelId::new("impl_catalog_only").unwrap()).is_none());
+    }
+
+    #[test]
+    fn register_all_with_impls_checks_every_pair() {
+        let registry = KernelRegistry::new();
+        let norm = KernelImpl::norm(|_| Ok(()));
+        let rope = KernelImpl::rope(|_| Ok(()));
+        let mismatched = [
+            (spec("pair_norm", &[OperationType::NormRms]), norm.clone()),
+            (spec("pair_rope", &[OperationType::Rope]), norm.clone()),
+        ];
+        assert!(matches!(
+            registry.register_all_with_impls(mismatched),
+            Err(RegistryError::ImplementationMismatch { .. })
+        ));
+        assert!(registry.is_empty(), "nothing of a failed batch is registered");
+        registry
+            .register_all_with_impls([
+                (spec("pair_norm", &[OperationType::NormRms]), norm),
+                (spec("pair_rope", &[OperationType::Rope]), rope),
+            ])
+            .unwrap();
+        assert!(registry.implementation(KernelId::new("pair_rope").unwrap()).is_some());
     }
 
     #[test]

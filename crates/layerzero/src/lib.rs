@@ -52,8 +52,8 @@
 #![forbid(unsafe_code)]
 
 pub use layerzero_breaker as breaker;
-pub use layerzero_macros::static_dispatch;
 pub use layerzero_config as config;
+pub use layerzero_macros::static_dispatch;
 pub use layerzero_registry as registry;
 pub use layerzero_select as selection_engine;
 pub use layerzero_types as types;
