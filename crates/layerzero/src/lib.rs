@@ -8,8 +8,9 @@
 //! | [`types`] | `layerzero-types` | operations, contexts, dtypes, devices, kernel specs, tensors |
 //! | [`registry`] | `layerzero-registry` | kernel, backend and static registries |
 //! | [`selection`] | `layerzero-types` | the selection vocabulary (`SelectionContext`, `KernelSpec`) |
+//! | [`kernels`] | `layerzero-kernels` | the built-in kernels (CPU) and `register_cpu_kernels` |
 //!
-//! The selection engine, configuration, circuit breakers, dispatchers and kernels join
+//! The selection engine, configuration, circuit breakers and dispatchers join
 //! here as their crates land.
 //!
 //! ```
@@ -23,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub use layerzero_kernels as kernels;
 pub use layerzero_registry as registry;
 pub use layerzero_types as types;
 
