@@ -16,6 +16,14 @@ pub(crate) trait CpuFloat: FloatElement {
     /// Runs `compute` on an `f32` buffer of `dst.len()` elements that ends up in `dst`:
     /// `dst` itself for `f32`, `buf` then a conversion for the half types.
     fn write_through(dst: &mut [Self], buf: &mut Vec<f32>, compute: impl FnOnce(&mut [f32]));
+    /// Runs `update` on `data` as `f32`, in place: directly for `f32`, through `buf` for
+    /// the half types.
+    fn update_in_place(data: &mut [Self], buf: &mut Vec<f32>, update: impl FnOnce(&mut [f32])) {
+        let tmp = sized(buf, data.len());
+        Self::widen_into(data, tmp);
+        update(tmp);
+        Self::narrow_into(tmp, data);
+    }
 }
 
 fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -37,6 +45,9 @@ impl CpuFloat for f32 {
     }
     fn write_through(dst: &mut [f32], _buf: &mut Vec<f32>, compute: impl FnOnce(&mut [f32])) {
         compute(dst);
+    }
+    fn update_in_place(data: &mut [f32], _buf: &mut Vec<f32>, update: impl FnOnce(&mut [f32])) {
+        update(data);
     }
 }
 

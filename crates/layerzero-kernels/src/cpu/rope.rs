@@ -99,17 +99,10 @@ fn run<T: CpuFloat>(args: &mut RopeArgs<'_>, g: Geometry) -> KernelResult {
         |buf, (row, x)| {
             let pos = g.position(row);
             let (c, s) = (&cos[pos * half..(pos + 1) * half], &sin[pos * half..(pos + 1) * half]);
-            let x = &mut x[..rotary];
-            if buf.len() < rotary {
-                buf.resize(rotary, 0.0);
-            }
-            let work = &mut buf[..rotary];
-            T::widen_into(x, work);
-            match style {
-                RopeStyle::Neox => rotate_half(work, c, s),
-                RopeStyle::Interleaved => rotate_pairs(work, c, s),
-            }
-            T::narrow_into(work, x);
+            T::update_in_place(&mut x[..rotary], buf, |x| match style {
+                RopeStyle::Neox => rotate_half(x, c, s),
+                RopeStyle::Interleaved => rotate_pairs(x, c, s),
+            });
         },
     );
     Ok(())
