@@ -13,18 +13,20 @@
 //! All three compute in f32 with the `gemm` crate for the two products, and are
 //! deterministic (the work split depends on the shapes only, never on the thread count).
 
-use layerzero_types::{AttentionArgs, KernelError, KernelResult, Layout, TensorView};
+use layerzero_types::{AttentionArgs, DType, KernelError, KernelResult, Layout, TensorView};
 use rayon::prelude::*;
 
 use super::check::{Meta, contiguous, invalid, same_host_dtype};
 use super::float::{CpuFloat, with_float_type};
 use super::gemm::{MatMut, MatRef, matmul};
-use super::math;
+use super::{math, simd};
 
 /// Queries per task in the tiled kernel.
 const TILE_Q: usize = 64;
 /// Keys per step of the online softmax.
 const TILE_K: usize = 128;
+/// Up to this many query rows, scores and outputs are dot products rather than gemm.
+const DIRECT_ROWS: usize = 8;
 /// Keys per task in the split-KV kernel.
 const SPLIT_K: usize = 512;
 /// The most query rows per sequence the split-KV kernel takes (its spec says so too).
@@ -244,6 +246,35 @@ impl<'a, T: CpuFloat> Source<'a, T> {
         }
     }
 
+    /// Rows `seqs` of one head as a `seqs.len() × width` matrix: float32 data in place
+    /// (through its strides, no copy), other types widened into `buf`.
+    fn matrix<'b>(
+        &'b self,
+        b: usize,
+        head: usize,
+        seqs: std::ops::Range<usize>,
+        width: usize,
+        buf: &'b mut Vec<f32>,
+    ) -> MatRef<'b> {
+        let rows = seqs.len();
+        if let Ok(data) = bytemuck::try_cast_slice::<T, f32>(self.data)
+            && T::DTYPE == DType::F32
+        {
+            let a = self.axes;
+            let start = b * a.batch + seqs.start * a.seq + head * a.head;
+            return MatRef {
+                data: &data[start.min(data.len())..],
+                rows,
+                cols: width,
+                row_stride: a.seq,
+                col_stride: a.dim,
+            };
+        }
+        let packed = sized(buf, rows * width);
+        self.read_rows(b, head, seqs, width, packed);
+        MatRef::row_major(packed, rows, width)
+    }
+
     /// Rows `seqs` of one head, packed row-major into `dst` (`width` per row).
     fn read_rows(&self, b: usize, head: usize, seqs: std::ops::Range<usize>, width: usize, dst: &mut [f32]) {
         for (row, seq) in dst.chunks_exact_mut(width).zip(seqs) {
@@ -291,7 +322,7 @@ impl Running {
 }
 
 /// Folds keys `keys` of KV head `kv_head` into `state`, for packed, pre-scaled queries `q`
-/// (`ranges[i]` is what row `i` may see), `TILE_K` keys at a time.
+/// (`ranges[i]` is what row `i` may see), `tile_k` keys at a time.
 #[allow(clippy::too_many_arguments)]
 fn online_softmax<T: CpuFloat>(
     g: &Geometry,
@@ -302,25 +333,31 @@ fn online_softmax<T: CpuFloat>(
     q: &[f32],
     ranges: &[(usize, usize)],
     keys: std::ops::Range<usize>,
+    tile_k: usize,
     scratch: &mut Scratch,
     state: &mut Running,
 ) -> KernelResult {
     let (d, dv, rows) = (g.head_dim, g.head_dim_v, ranges.len());
     let mut k0 = keys.start;
     while k0 < keys.end {
-        let k1 = (k0 + TILE_K).min(keys.end);
+        let k1 = (k0 + tile_k).min(keys.end);
         let tk = k1 - k0;
         k0 = k1;
         if !ranges.iter().any(|&(lo, hi)| lo < k1 && hi > k1 - tk) {
             continue;
         }
-        let kt = sized(&mut scratch.k, tk * d);
-        key.read_rows(b, kv_head, k1 - tk..k1, d, kt);
-        let vt = sized(&mut scratch.v, tk * dv);
-        value.read_rows(b, kv_head, k1 - tk..k1, dv, vt);
+        let kt = key.matrix(b, kv_head, k1 - tk..k1, d, &mut scratch.k);
+        let vt = value.matrix(b, kv_head, k1 - tk..k1, dv, &mut scratch.v);
         let s = sized(&mut scratch.s, rows * tk);
-        let q_mat = MatRef::row_major(q, rows, d);
-        matmul(MatMut::row_major(s, rows, tk), false, q_mat, MatRef::row_major(kt, tk, d).t(), 1.0, 1)?;
+        // A few query rows (decode) are dot products and axpys over rows of K and V read in
+        // place; more rows are worth gemm's packing.
+        let direct = rows <= DIRECT_ROWS && kt.col_stride == 1 && vt.col_stride == 1;
+        if direct {
+            simd::dot_rows(q, d, kt.data, kt.row_stride, tk, s);
+        } else {
+            let q_mat = MatRef::row_major(q, rows, d);
+            matmul(MatMut::row_major(s, rows, tk), false, q_mat, kt.t(), 1.0, 1)?;
+        }
         for (i, row) in s.chunks_exact_mut(tk).enumerate() {
             let (lo, hi) = ranges[i];
             let (a, z) = (lo.max(k1 - tk) - (k1 - tk), hi.min(k1).saturating_sub(k1 - tk));
@@ -328,25 +365,25 @@ fn online_softmax<T: CpuFloat>(
                 row.fill(0.0);
                 continue;
             }
-            let tile_max = row[a..z].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let tile_max = math::max(&row[a..z]);
             let old = state.max[i];
             let new = old.max(tile_max);
             let correction = if old == f32::NEG_INFINITY { 0.0 } else { math::exp(old - new) };
             row[..a].fill(0.0);
             row[z..].fill(0.0);
-            let mut sum = 0.0;
-            for x in &mut row[a..z] {
-                *x = math::exp(*x - new);
-                sum += *x;
-            }
+            let sum = simd::exp_shifted_sum(&mut row[a..z], new);
             state.max[i] = new;
             state.sum[i] = state.sum[i] * correction + sum;
             if correction != 1.0 {
                 state.out[i * dv..(i + 1) * dv].iter_mut().for_each(|o| *o *= correction);
             }
         }
-        let p = MatRef::row_major(s, rows, tk);
-        matmul(MatMut::row_major(&mut state.out, rows, dv), true, p, MatRef::row_major(vt, tk, dv), 1.0, 1)?;
+        if direct {
+            simd::axpy_rows(s, tk, vt.data, vt.row_stride, dv, &mut state.out);
+        } else {
+            let p = MatRef::row_major(s, rows, tk);
+            matmul(MatMut::row_major(&mut state.out, rows, dv), true, p, vt, 1.0, 1)?;
+        }
     }
     Ok(())
 }
@@ -394,7 +431,8 @@ fn tiled<T: CpuFloat>(args: &mut AttentionArgs<'_>, g: &Geometry) -> KernelResul
         let mut state = Running::new(ranges.len(), g.head_dim_v);
         let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
         let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
-        let result = online_softmax(g, &key, &value, b, h / g.group(), qt, &ranges, first..last, scratch, &mut state);
+        let result =
+            online_softmax(g, &key, &value, b, h / g.group(), qt, &ranges, first..last, TILE_K, scratch, &mut state);
         scratch.q = q;
         result?;
         state.finish(g.head_dim_v);
@@ -418,41 +456,21 @@ fn naive<T: CpuFloat>(args: &mut AttentionArgs<'_>, g: &Geometry) -> KernelResul
         let kv_head = h / g.group();
         let q = sized(&mut scratch.q, sq * d);
         scaled_queries(g, &query, b, h, 0..sq, q);
-        let k = sized(&mut scratch.k, sk * d);
-        key.read_rows(b, kv_head, 0..sk, d, k);
-        let v = sized(&mut scratch.v, sk * dv);
-        value.read_rows(b, kv_head, 0..sk, dv, v);
+        let k = key.matrix(b, kv_head, 0..sk, d, &mut scratch.k);
+        let v = value.matrix(b, kv_head, 0..sk, dv, &mut scratch.v);
         let scores = sized(&mut scratch.s, sq * sk);
-        matmul(
-            MatMut::row_major(scores, sq, sk),
-            false,
-            MatRef::row_major(q, sq, d),
-            MatRef::row_major(k, sk, d).t(),
-            1.0,
-            1,
-        )?;
+        matmul(MatMut::row_major(scores, sq, sk), false, MatRef::row_major(q, sq, d), k.t(), 1.0, 1)?;
         for (i, row) in scores.chunks_exact_mut(sk.max(1)).enumerate().take(sq) {
             let (lo, hi) = g.visible(i);
-            let max = row[lo..hi].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0;
-            for x in &mut row[lo..hi] {
-                *x = math::exp(*x - max);
-                sum += *x;
-            }
+            let max = math::max(&row[lo..hi]);
+            let sum = simd::exp_shifted_sum(&mut row[lo..hi], max);
             let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
             row[lo..hi].iter_mut().for_each(|x| *x *= inv);
             row[..lo].fill(0.0);
             row[hi..].fill(0.0);
         }
         let mut out = vec![0.0; sq * dv];
-        matmul(
-            MatMut::row_major(&mut out, sq, dv),
-            false,
-            MatRef::row_major(scores, sq, sk),
-            MatRef::row_major(v, sk, dv),
-            1.0,
-            1,
-        )?;
+        matmul(MatMut::row_major(&mut out, sq, dv), false, MatRef::row_major(scores, sq, sk), v, 1.0, 1)?;
         write_rows(&out, dv, outputs);
         Ok(())
     })
@@ -484,7 +502,7 @@ fn split_kv<T: CpuFloat>(args: &mut AttentionArgs<'_>, g: &Geometry) -> KernelRe
             }
             let mut state = Running::new(rows, dv);
             let keys = first + split * SPLIT_K..(first + (split + 1) * SPLIT_K).min(last);
-            let result = online_softmax(g, &key, &value, b, kv_head, qs, &ranges, keys, scratch, &mut state);
+            let result = online_softmax(g, &key, &value, b, kv_head, qs, &ranges, keys, SPLIT_K, scratch, &mut state);
             scratch.q = q;
             result.map(|()| state)
         })

@@ -70,19 +70,6 @@ impl CpuFloat for f16 {
     }
 }
 
-/// bf16 is the top half of an f32, so widening is a shift.
-fn bf16_to_f32(value: bf16) -> f32 {
-    f32::from_bits(u32::from(value.to_bits()) << 16)
-}
-
-/// Round to nearest even, written without branches so the loop vectorises.
-fn f32_to_bf16(value: f32) -> bf16 {
-    let bits = value.to_bits();
-    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1));
-    let narrowed = if value.is_nan() { 0x7FC0 } else { (rounded >> 16) as u16 };
-    bf16::from_bits(narrowed)
-}
-
 impl CpuFloat for bf16 {
     fn widen<'a>(src: &'a [bf16], buf: &'a mut Vec<f32>) -> &'a [f32] {
         let out = sized(buf, src.len());
@@ -90,14 +77,10 @@ impl CpuFloat for bf16 {
         out
     }
     fn widen_into(src: &[bf16], dst: &mut [f32]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = bf16_to_f32(s);
-        }
+        super::simd::bf16_widen(src, dst);
     }
     fn narrow_into(src: &[f32], dst: &mut [bf16]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = f32_to_bf16(s);
-        }
+        super::simd::bf16_narrow(src, dst);
     }
     fn write_through(dst: &mut [bf16], buf: &mut Vec<f32>, compute: impl FnOnce(&mut [f32])) {
         let tmp = sized(buf, dst.len());
@@ -141,14 +124,22 @@ mod tests {
 
     #[test]
     fn bf16_conversion_matches_half() {
-        // Ties to even both ways (0x3F80_8000, 0x3F81_8000), ordinary values, tiny, huge.
+        // Ties to even both ways (0x3F80_8000, 0x3F81_8000), ordinary values, tiny, huge,
+        // repeated past one vector's width so both the vector loop and its tail run.
         let ties = [f32::from_bits(0x3F80_8000), f32::from_bits(0x3F81_8000), f32::from_bits(0x3F80_8001)];
-        let values = [0.0f32, -0.0, 1.0, 2.7, -2.5e-20, 1e38, f32::INFINITY, 65504.0].into_iter().chain(ties);
-        for v in values {
-            assert_eq!(f32_to_bf16(v).to_bits(), bf16::from_f32(v).to_bits(), "{v}");
-            assert_eq!(bf16_to_f32(bf16::from_f32(v)), bf16::from_f32(v).to_f32());
+        let base = [0.0f32, -0.0, 1.0, 2.7, -2.5e-20, 1e38, f32::INFINITY, 65504.0, f32::NAN];
+        let values: Vec<f32> = base.into_iter().chain(ties).cycle().take(41).collect();
+        let mut narrowed = vec![bf16::ZERO; values.len()];
+        <bf16 as CpuFloat>::narrow_into(&values, &mut narrowed);
+        let mut widened = vec![0f32; values.len()];
+        <bf16 as CpuFloat>::widen_into(&narrowed, &mut widened);
+        for ((&v, n), w) in values.iter().zip(&narrowed).zip(&widened) {
+            if v.is_nan() {
+                assert!(n.is_nan() && w.is_nan());
+            } else {
+                assert_eq!(n.to_bits(), bf16::from_f32(v).to_bits(), "{v}");
+                assert_eq!(*w, bf16::from_f32(v).to_f32());
+            }
         }
-        assert!(f32_to_bf16(f32::NAN).is_nan());
-        assert!(bf16_to_f32(bf16::NAN).is_nan());
     }
 }

@@ -12,7 +12,12 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2_E + ROUND_MAGIC) - ROUND_MAGIC;
+    // x·log2(e) + 1.5·2²³ rounds to an integer n held in the low mantissa bits: n as a
+    // float is `shifted − magic`, and n as an integer is the bits' difference (no
+    // float-to-int conversion, which does not vectorise well without SSE4.1).
+    let shifted = x * LOG2_E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
     // Cody–Waite reduction: ln2 in two parts keeps r = x − n·ln2 accurate. (No `mul_add`:
     // without FMA in the target features it would be a library call.)
     let r = x - n * LN2_HI;
@@ -25,7 +30,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = p * r + 1.0;
     let p = p * r + 1.0;
     // n is in [-126, 127], so the biased exponent is a normal number's.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     p * scale
 }
 
@@ -36,6 +41,7 @@ pub(crate) fn silu(x: f32) -> f32 {
 }
 
 /// Σ x², in 16 independent lanes so it vectorises.
+#[inline(always)]
 pub(crate) fn sum_of_squares(x: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let mut chunks = x.chunks_exact(16);
@@ -49,6 +55,7 @@ pub(crate) fn sum_of_squares(x: &[f32]) -> f32 {
 }
 
 /// Σ x, in 16 independent lanes.
+#[inline(always)]
 pub(crate) fn sum(x: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let mut chunks = x.chunks_exact(16);
@@ -60,7 +67,43 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
 }
 
+/// max x (−∞ for an empty slice), in 16 independent lanes.
+#[inline(always)]
+pub(crate) fn max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = x.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = if v > *lane { v } else { *lane };
+        }
+    }
+    lanes.iter().chain(chunks.remainder()).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// Σ a·b, in 16 independent lanes.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (mut ca, mut cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
+        }
+    }
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// y += a·x.
+#[inline(always)]
+pub(crate) fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
 /// Σ (x − mean)², in 16 independent lanes.
+#[inline(always)]
 pub(crate) fn sum_of_squared_deviations(x: &[f32], mean: f32) -> f32 {
     let mut lanes = [0f32; 16];
     let mut chunks = x.chunks_exact(16);

@@ -9,6 +9,7 @@ mod math;
 mod matmul;
 mod norm;
 mod rope;
+mod simd;
 mod swiglu;
 
 pub use attention::{attention_naive, attention_split_kv, attention_tiled};

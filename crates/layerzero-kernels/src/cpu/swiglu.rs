@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::check::{Meta, contiguous, dims_equal, invalid, same_host_dtype};
 use super::float::{CpuFloat, with_float_type};
-use super::math;
+use super::simd;
 
 const KERNEL: &str = "cpu.swiglu";
 /// Elements per parallel task for separate inputs (fits L1 with three f32 buffers).
@@ -97,10 +97,6 @@ impl Buffers {
     fn apply<T: CpuFloat>(&mut self, gate: &[T], up: &[T], out: &mut [T]) {
         let gate = T::widen(gate, &mut self.gate);
         let up = T::widen(up, &mut self.up);
-        T::write_through(out, &mut self.out, |out| {
-            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-                *o = math::silu(g) * u;
-            }
-        });
+        T::write_through(out, &mut self.out, |out| simd::silu_mul(out, gate, up));
     }
 }
