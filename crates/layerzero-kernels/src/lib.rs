@@ -40,8 +40,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! `unsafe` is denied except in one private module that wraps the `gemm` crate's
-//! raw-pointer entry point behind bounds checks.
+//! `unsafe` is denied except in two private modules, each with `// SAFETY:` comments: one
+//! wraps the `gemm` crate's raw-pointer entry point behind bounds checks, the other calls
+//! the AVX2+FMA copies of the hot loops after asking the CPU for those features (the
+//! benchmark in `benches/benches/kernels_cpu.rs` shows what that buys).
 
 #![deny(unsafe_code)]
 

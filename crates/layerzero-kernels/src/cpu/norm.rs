@@ -5,8 +5,8 @@ use rayon::prelude::*;
 
 use super::check::{Meta, contiguous, dims_equal, invalid, same_host_dtype};
 use super::float::{CpuFloat, with_float_type};
-use super::math;
 use super::rows_per_task;
+use super::simd;
 
 /// Which normalisation a call computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,35 +88,10 @@ fn run<T: CpuFloat>(args: &mut NormArgs<'_>, kind: Kind) -> KernelResult {
         |(in_buf, out_buf), (x, y)| {
             let x = T::widen(x, in_buf);
             T::write_through(y, out_buf, |y| match kind {
-                Kind::Rms => rms_row(x, &weight, eps, y),
-                Kind::Layer => layer_row(x, &weight, bias.as_deref(), eps, y),
+                Kind::Rms => simd::rms_row(x, &weight, eps, y),
+                Kind::Layer => simd::layer_row(x, &weight, bias.as_deref(), eps, y),
             });
         },
     );
     Ok(())
-}
-
-fn rms_row(x: &[f32], weight: &[f32], eps: f32, y: &mut [f32]) {
-    let inv = 1.0 / (math::sum_of_squares(x) / x.len() as f32 + eps).sqrt();
-    for ((y, &x), &w) in y.iter_mut().zip(x).zip(weight) {
-        *y = x * inv * w;
-    }
-}
-
-fn layer_row(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, y: &mut [f32]) {
-    let n = x.len() as f32;
-    let mean = math::sum(x) / n;
-    let inv = 1.0 / (math::sum_of_squared_deviations(x, mean) / n + eps).sqrt();
-    match bias {
-        Some(bias) => {
-            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(weight).zip(bias) {
-                *y = (x - mean) * inv * w + b;
-            }
-        }
-        None => {
-            for ((y, &x), &w) in y.iter_mut().zip(x).zip(weight) {
-                *y = (x - mean) * inv * w;
-            }
-        }
-    }
 }

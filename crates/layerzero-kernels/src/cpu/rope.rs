@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::check::{Meta, contiguous, invalid, same_host_dtype};
 use super::float::{CpuFloat, with_float_type};
-use super::rows_per_task;
+use super::{rows_per_task, simd};
 
 const KERNEL: &str = "cpu.rope";
 
@@ -100,27 +100,10 @@ fn run<T: CpuFloat>(args: &mut RopeArgs<'_>, g: Geometry) -> KernelResult {
             let pos = g.position(row);
             let (c, s) = (&cos[pos * half..(pos + 1) * half], &sin[pos * half..(pos + 1) * half]);
             T::update_in_place(&mut x[..rotary], buf, |x| match style {
-                RopeStyle::Neox => rotate_half(x, c, s),
-                RopeStyle::Interleaved => rotate_pairs(x, c, s),
+                RopeStyle::Neox => simd::rotate_half(x, c, s),
+                RopeStyle::Interleaved => simd::rotate_pairs(x, c, s),
             });
         },
     );
     Ok(())
-}
-
-fn rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let (lo, hi) = x.split_at_mut(cos.len());
-    for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
-        let (x1, x2) = (*a, *b);
-        *a = x1 * c - x2 * s;
-        *b = x2 * c + x1 * s;
-    }
-}
-
-fn rotate_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]) {
-    for ((pair, &c), &s) in x.chunks_exact_mut(2).zip(cos).zip(sin) {
-        let (x1, x2) = (pair[0], pair[1]);
-        pair[0] = x1 * c - x2 * s;
-        pair[1] = x2 * c + x1 * s;
-    }
 }

@@ -111,3 +111,58 @@ multiversion! {
         }
     }
 }
+
+multiversion! {
+    /// One RMS-normalised row: `y = x / sqrt(mean(x²) + eps) · weight`.
+    fn rms_row(x: &[f32], weight: &[f32], eps: f32, y: &mut [f32]) {
+        let inv = 1.0 / (math::sum_of_squares(x) / x.len() as f32 + eps).sqrt();
+        for ((y, &x), &w) in y.iter_mut().zip(x).zip(weight) {
+            *y = x * inv * w;
+        }
+    }
+}
+
+multiversion! {
+    /// One layer-normalised row: `y = (x − mean) / sqrt(var + eps) · weight + bias`, the
+    /// variance from a second pass over the row.
+    fn layer_row(x: &[f32], weight: &[f32], bias: Option<&[f32]>, eps: f32, y: &mut [f32]) {
+        let n = x.len() as f32;
+        let mean = math::sum(x) / n;
+        let inv = 1.0 / (math::sum_of_squared_deviations(x, mean) / n + eps).sqrt();
+        match bias {
+            Some(bias) => {
+                for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(weight).zip(bias) {
+                    *y = (x - mean) * inv * w + b;
+                }
+            }
+            None => {
+                for ((y, &x), &w) in y.iter_mut().zip(x).zip(weight) {
+                    *y = (x - mean) * inv * w;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Rotate-half (NeoX): channel `i` pairs with `i + cos.len()`.
+    fn rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        let (lo, hi) = x.split_at_mut(cos.len());
+        for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
+            let (x1, x2) = (*a, *b);
+            *a = x1 * c - x2 * s;
+            *b = x2 * c + x1 * s;
+        }
+    }
+}
+
+multiversion! {
+    /// Interleaved (GPT-J): channel `2i` pairs with `2i + 1`.
+    fn rotate_pairs(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+        for ((pair, &c), &s) in x.chunks_exact_mut(2).zip(cos).zip(sin) {
+            let (x1, x2) = (pair[0], pair[1]);
+            pair[0] = x1 * c - x2 * s;
+            pair[1] = x2 * c + x1 * s;
+        }
+    }
+}
