@@ -13,6 +13,8 @@
 //! All three compute in f32 with the `gemm` crate for the two products, and are
 //! deterministic (the work split depends on the shapes only, never on the thread count).
 
+use std::cell::RefCell;
+
 use layerzero_types::{AttentionArgs, DType, KernelError, KernelResult, Layout, TensorView};
 use rayon::prelude::*;
 
@@ -299,6 +301,32 @@ struct Scratch {
     s: Vec<f32>,
 }
 
+/// What a thread keeps between calls: more than this many floats per buffer is freed
+/// after the task (the naive kernel's scores can be large; nothing else is).
+const KEEP_FLOATS: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `task` with this thread's scratch memory, so tasks do not allocate and zero
+/// their buffers anew (a fresh one if the thread's is somehow in use).
+fn with_scratch<R>(task: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut guard) => {
+            let scratch = &mut *guard;
+            let result = task(scratch);
+            for buf in [&mut scratch.q, &mut scratch.k, &mut scratch.v, &mut scratch.s] {
+                if buf.len() > KEEP_FLOATS {
+                    *buf = Vec::new();
+                }
+            }
+            result
+        }
+        Err(_) => task(&mut Scratch::default()),
+    })
+}
+
 /// The running state of an online softmax over some query rows: max, sum and the
 /// unnormalised output, `rows × head_dim_v`.
 struct Running {
@@ -420,24 +448,37 @@ fn tiled<T: CpuFloat>(args: &mut AttentionArgs<'_>, g: &Geometry) -> KernelResul
     let rows: Vec<usize> = (0..n_tasks).map(|t| (g.seq_q - (t % q_tiles) * TILE_Q).min(TILE_Q)).collect();
     let output = args.output.as_mut_slice::<T>()?;
     let tasks = g.distribute(output, &rows, |b, s, h| ((b * g.heads + h) * q_tiles + s / TILE_Q, s % TILE_Q));
-    tasks.into_par_iter().enumerate().try_for_each_init(Scratch::default, |scratch, (task, outputs)| {
-        let (bh, tile) = (task / q_tiles, task % q_tiles);
-        let (b, h) = (bh / g.heads, bh % g.heads);
-        let seqs = tile * TILE_Q..(tile * TILE_Q + TILE_Q).min(g.seq_q);
-        let ranges: Vec<(usize, usize)> = seqs.clone().map(|i| g.visible(i)).collect();
-        let mut q = std::mem::take(&mut scratch.q);
-        let qt = sized(&mut q, ranges.len() * g.head_dim);
-        scaled_queries(g, &query, b, h, seqs, qt);
-        let mut state = Running::new(ranges.len(), g.head_dim_v);
-        let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
-        let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
-        let result =
-            online_softmax(g, &key, &value, b, h / g.group(), qt, &ranges, first..last, TILE_K, scratch, &mut state);
-        scratch.q = q;
-        result?;
-        state.finish(g.head_dim_v);
-        write_rows(&state.out, g.head_dim_v, outputs);
-        Ok(())
+    tasks.into_par_iter().enumerate().try_for_each(|(task, outputs)| {
+        with_scratch(|scratch| {
+            let (bh, tile) = (task / q_tiles, task % q_tiles);
+            let (b, h) = (bh / g.heads, bh % g.heads);
+            let seqs = tile * TILE_Q..(tile * TILE_Q + TILE_Q).min(g.seq_q);
+            let ranges: Vec<(usize, usize)> = seqs.clone().map(|i| g.visible(i)).collect();
+            let mut q = std::mem::take(&mut scratch.q);
+            let qt = sized(&mut q, ranges.len() * g.head_dim);
+            scaled_queries(g, &query, b, h, seqs, qt);
+            let mut state = Running::new(ranges.len(), g.head_dim_v);
+            let first = ranges.iter().map(|r| r.0).min().unwrap_or(0);
+            let last = ranges.iter().map(|r| r.1).max().unwrap_or(0);
+            let result = online_softmax(
+                g,
+                &key,
+                &value,
+                b,
+                h / g.group(),
+                qt,
+                &ranges,
+                first..last,
+                TILE_K,
+                scratch,
+                &mut state,
+            );
+            scratch.q = q;
+            result?;
+            state.finish(g.head_dim_v);
+            write_rows(&state.out, g.head_dim_v, outputs);
+            Ok(())
+        })
     })
 }
 
@@ -451,28 +492,30 @@ fn naive<T: CpuFloat>(args: &mut AttentionArgs<'_>, g: &Geometry) -> KernelResul
     let rows = vec![sq; g.batch * g.heads];
     let output = args.output.as_mut_slice::<T>()?;
     let tasks = g.distribute(output, &rows, |b, s, h| (b * g.heads + h, s));
-    tasks.into_par_iter().enumerate().try_for_each_init(Scratch::default, |scratch, (task, outputs)| {
-        let (b, h) = (task / g.heads, task % g.heads);
-        let kv_head = h / g.group();
-        let q = sized(&mut scratch.q, sq * d);
-        scaled_queries(g, &query, b, h, 0..sq, q);
-        let k = key.matrix(b, kv_head, 0..sk, d, &mut scratch.k);
-        let v = value.matrix(b, kv_head, 0..sk, dv, &mut scratch.v);
-        let scores = sized(&mut scratch.s, sq * sk);
-        matmul(MatMut::row_major(scores, sq, sk), false, MatRef::row_major(q, sq, d), k.t(), 1.0, 1)?;
-        for (i, row) in scores.chunks_exact_mut(sk.max(1)).enumerate().take(sq) {
-            let (lo, hi) = g.visible(i);
-            let max = math::max(&row[lo..hi]);
-            let sum = simd::exp_shifted_sum(&mut row[lo..hi], max);
-            let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-            row[lo..hi].iter_mut().for_each(|x| *x *= inv);
-            row[..lo].fill(0.0);
-            row[hi..].fill(0.0);
-        }
-        let mut out = vec![0.0; sq * dv];
-        matmul(MatMut::row_major(&mut out, sq, dv), false, MatRef::row_major(scores, sq, sk), v, 1.0, 1)?;
-        write_rows(&out, dv, outputs);
-        Ok(())
+    tasks.into_par_iter().enumerate().try_for_each(|(task, outputs)| {
+        with_scratch(|scratch| {
+            let (b, h) = (task / g.heads, task % g.heads);
+            let kv_head = h / g.group();
+            let q = sized(&mut scratch.q, sq * d);
+            scaled_queries(g, &query, b, h, 0..sq, q);
+            let k = key.matrix(b, kv_head, 0..sk, d, &mut scratch.k);
+            let v = value.matrix(b, kv_head, 0..sk, dv, &mut scratch.v);
+            let scores = sized(&mut scratch.s, sq * sk);
+            matmul(MatMut::row_major(scores, sq, sk), false, MatRef::row_major(q, sq, d), k.t(), 1.0, 1)?;
+            for (i, row) in scores.chunks_exact_mut(sk.max(1)).enumerate().take(sq) {
+                let (lo, hi) = g.visible(i);
+                let max = math::max(&row[lo..hi]);
+                let sum = simd::exp_shifted_sum(&mut row[lo..hi], max);
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                row[lo..hi].iter_mut().for_each(|x| *x *= inv);
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+            }
+            let mut out = vec![0.0; sq * dv];
+            matmul(MatMut::row_major(&mut out, sq, dv), false, MatRef::row_major(scores, sq, sk), v, 1.0, 1)?;
+            write_rows(&out, dv, outputs);
+            Ok(())
+        })
     })
 }
 
@@ -492,19 +535,22 @@ fn split_kv<T: CpuFloat>(args: &mut AttentionArgs<'_>, g: &Geometry) -> KernelRe
     let groups = g.batch * g.kv_heads;
     let partials: Vec<Running> = (0..groups * splits)
         .into_par_iter()
-        .map_init(Scratch::default, |scratch, task| {
-            let (bg, split) = (task / splits, task % splits);
-            let (b, kv_head) = (bg / g.kv_heads, bg % g.kv_heads);
-            let mut q = std::mem::take(&mut scratch.q);
-            let qs = sized(&mut q, rows * d);
-            for (r, head_rows) in qs.chunks_exact_mut(sq * d).enumerate() {
-                scaled_queries(g, &query, b, kv_head * group + r, 0..sq, head_rows);
-            }
-            let mut state = Running::new(rows, dv);
-            let keys = first + split * SPLIT_K..(first + (split + 1) * SPLIT_K).min(last);
-            let result = online_softmax(g, &key, &value, b, kv_head, qs, &ranges, keys, SPLIT_K, scratch, &mut state);
-            scratch.q = q;
-            result.map(|()| state)
+        .map(|task| {
+            with_scratch(|scratch| {
+                let (bg, split) = (task / splits, task % splits);
+                let (b, kv_head) = (bg / g.kv_heads, bg % g.kv_heads);
+                let mut q = std::mem::take(&mut scratch.q);
+                let qs = sized(&mut q, rows * d);
+                for (r, head_rows) in qs.chunks_exact_mut(sq * d).enumerate() {
+                    scaled_queries(g, &query, b, kv_head * group + r, 0..sq, head_rows);
+                }
+                let mut state = Running::new(rows, dv);
+                let keys = first + split * SPLIT_K..(first + (split + 1) * SPLIT_K).min(last);
+                let result =
+                    online_softmax(g, &key, &value, b, kv_head, qs, &ranges, keys, SPLIT_K, scratch, &mut state);
+                scratch.q = q;
+                result.map(|()| state)
+            })
         })
         .collect::<Result<_, _>>()?;
     let task_rows = vec![rows; groups];

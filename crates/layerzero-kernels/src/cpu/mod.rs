@@ -25,10 +25,10 @@ use layerzero_types::{
 
 use float::CPU_DTYPES;
 
-/// Rows per parallel task for rows of `row_len` elements: at least ~16K elements a task,
+/// Rows per parallel task for rows of `row_len` elements: at least ~256K elements a task,
 /// so that rayon's per-task cost stays small next to the work.
 pub(crate) fn rows_per_task(row_len: usize) -> usize {
-    (16 * 1024 / row_len.max(1)).max(1)
+    (256 * 1024 / row_len.max(1)).max(1)
 }
 
 const ATTENTION_OPERATIONS: [OperationType; 6] = [

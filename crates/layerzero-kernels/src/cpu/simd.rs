@@ -166,3 +166,18 @@ multiversion! {
         }
     }
 }
+
+multiversion! {
+    /// `out = silu(gate) · up` on bfloat16 values, converting inline (one pass, no buffers).
+    fn silu_mul_bf16(out: &mut [half::bf16], gate: &[half::bf16], up: &[half::bf16]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            let g = f32::from_bits(u32::from(g.to_bits()) << 16);
+            let u = f32::from_bits(u32::from(u.to_bits()) << 16);
+            let y = math::silu(g) * u;
+            let bits = y.to_bits();
+            let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1));
+            let narrowed = if y.is_nan() { 0x7FC0 } else { (rounded >> 16) as u16 };
+            *o = half::bf16::from_bits(narrowed);
+        }
+    }
+}

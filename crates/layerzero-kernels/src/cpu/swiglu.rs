@@ -1,6 +1,7 @@
 //! `silu(gate) · up`, from two tensors or one fused gate-up tensor.
 
-use layerzero_types::{KernelResult, SwigluArgs, SwigluInput};
+use half::bf16;
+use layerzero_types::{DType, KernelResult, SwigluArgs, SwigluInput};
 use rayon::prelude::*;
 
 use super::check::{Meta, contiguous, dims_equal, invalid, same_host_dtype};
@@ -76,7 +77,7 @@ fn run<T: CpuFloat>(args: &mut SwigluArgs<'_>, fused_width: Option<usize>) -> Ke
             gate.par_chunks(CHUNK)
                 .zip(up.par_chunks(CHUNK))
                 .zip(output.par_chunks_mut(CHUNK))
-                .with_min_len(4)
+                .with_min_len(64)
                 .for_each_init(Buffers::default, |bufs, ((g, u), o)| bufs.apply::<T>(g, u, o));
         }
         (SwigluInput::Fused(_), None) => {
@@ -95,6 +96,15 @@ struct Buffers {
 
 impl Buffers {
     fn apply<T: CpuFloat>(&mut self, gate: &[T], up: &[T], out: &mut [T]) {
+        // bfloat16 converts inline, in one pass, rather than through the f32 buffers.
+        if T::DTYPE == DType::BF16
+            && let (Ok(gate), Ok(up)) =
+                (bytemuck::try_cast_slice::<T, bf16>(gate), bytemuck::try_cast_slice::<T, bf16>(up))
+            && let Ok(out) = bytemuck::try_cast_slice_mut::<T, bf16>(out)
+        {
+            simd::silu_mul_bf16(out, gate, up);
+            return;
+        }
         let gate = T::widen(gate, &mut self.gate);
         let up = T::widen(up, &mut self.up);
         T::write_through(out, &mut self.out, |out| simd::silu_mul(out, gate, up));
