@@ -30,6 +30,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The CPU kernels are the embedded default: every build has them.
+    if let Err(e) = layerzero::kernels::register_cpu_kernels(get_global_kernel_registry()) {
+        eprintln!("layerzero: registering the CPU kernels: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Info { json } => info(json),
     };

@@ -11,8 +11,10 @@
 //! | [`static_dispatch`] | `layerzero-macros` | STATIC mode: a compile-time kernel map as a `match` router |
 //! | [`config`] | `layerzero-config` | `DispatchConfig`, the YAML schema v1.0, compiled rules |
 //! | [`selection_engine`] | `layerzero-select` | `SelectionEngine`, its cache, `explain_selection` |
+//! | [`breaker`] | `layerzero-breaker` | a lock-free circuit breaker per kernel |
+//! | [`kernels`] | `layerzero-kernels` | the built-in kernels (CPU) and `register_cpu_kernels` |
 //!
-//! Circuit breakers, dispatchers and kernels join here as their crates land.
+//! The dispatchers join here as their crate lands.
 //!
 //! ```
 //! use layerzero::registry::get_global_kernel_registry;
@@ -53,6 +55,7 @@
 
 pub use layerzero_breaker as breaker;
 pub use layerzero_config as config;
+pub use layerzero_kernels as kernels;
 pub use layerzero_macros::static_dispatch;
 pub use layerzero_registry as registry;
 pub use layerzero_select as selection_engine;
