@@ -156,3 +156,108 @@ __device__ __forceinline__ void rms_norm_scalar(const T* __restrict__ x, long x_
 LZ_RMS_NORM(bf16, __nv_bfloat16)
 LZ_RMS_NORM(f16, __half)
 LZ_RMS_NORM(f32, float)
+
+// Layer normalisation: y = (x − mean) / sqrt(var + eps) · w + b, per row, f32 statistics.
+// One block per row with the row in registers (V packs per thread): the mean and then the
+// variance of (x − mean) are two block reductions over registers, so memory is read once
+// and written once. Needs hidden % packsize == 0, 16-byte aligned rows, hidden ≤
+// 1024·V·packsize. Bytes moved: rows·hidden read and written, plus weight and bias.
+// layer_norm_scalar_<dtype>: any hidden and alignment, reads x three times.
+template <typename T, int V>
+__device__ __forceinline__ void layer_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ weight,
+                                                 const T* __restrict__ bias, T* __restrict__ y, long y_stride, int hidden,
+                                                 float eps) {
+    using P = Pack<T>;
+    const long row = blockIdx.x;
+    const int packs = hidden / P::N;
+    const P* xr = reinterpret_cast<const P*>(x + row * x_stride);
+    float vals[V][P::N];
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+            const P v = xr[p];
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                vals[i][k] = to_float(v.v[k]);
+                sum += vals[i][k];
+            }
+        }
+    }
+    const float mean = block_sum(sum) / hidden;
+    float sum_sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                const float d = vals[i][k] - mean;
+                sum_sq += d * d;
+            }
+        }
+    }
+    const float inv_std = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    const P* wr = reinterpret_cast<const P*>(weight);
+    const P* br = reinterpret_cast<const P*>(bias);
+    P* yr = reinterpret_cast<P*>(y + row * y_stride);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+            const P w = wr[p];
+            P b;
+            if (bias != nullptr) b = br[p];
+            P out;
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                const float shift = bias != nullptr ? to_float(b.v[k]) : 0.f;
+                out.v[k] = from_float<T>((vals[i][k] - mean) * inv_std * to_float(w.v[k]) + shift);
+            }
+            yr[p] = out;
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void layer_norm_scalar(const T* __restrict__ x, long x_stride, const T* __restrict__ weight,
+                                                  const T* __restrict__ bias, T* __restrict__ y, long y_stride, int hidden,
+                                                  float eps) {
+    const long row = blockIdx.x;
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) sum += to_float(x[row * x_stride + j]);
+    const float mean = block_sum(sum) / hidden;
+    float sum_sq = 0.f;
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) {
+        const float d = to_float(x[row * x_stride + j]) - mean;
+        sum_sq += d * d;
+    }
+    const float inv_std = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) {
+        const float shift = bias != nullptr ? to_float(bias[j]) : 0.f;
+        y[row * y_stride + j] = from_float<T>((to_float(x[row * x_stride + j]) - mean) * inv_std * to_float(weight[j]) + shift);
+    }
+}
+
+#define LZ_LN_ARGS(T) const T *x, long x_stride, const T *weight, const T *bias, T *y, long y_stride, int rows, int hidden, float eps
+#define LZ_LAYER_NORM(NAME, T)                                                                                                \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v1(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 1>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v2(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 2>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v4(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 4>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v8(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 8>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_scalar_##NAME(LZ_LN_ARGS(T)) {                             \
+        layer_norm_scalar<T>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                            \
+    }
+
+LZ_LAYER_NORM(bf16, __nv_bfloat16)
+LZ_LAYER_NORM(f16, __half)
+LZ_LAYER_NORM(f32, float)

@@ -9,8 +9,10 @@
 use std::time::Instant;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use layerzero::types::{DType, Tensor};
-use layerzero_kernels::cuda::{self, CudaDevice, RmsNormVariant, SwigluDeviceInput, SwigluVariant, ptx};
+use layerzero::types::{DType, RopeStyle, Tensor};
+use layerzero_kernels::cuda::{
+    self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeVariant, SwigluDeviceInput, SwigluVariant, ptx,
+};
 
 const ITERATIONS: usize = 30;
 
@@ -99,6 +101,44 @@ fn main() {
                 gpu.rms_norm(variant, &x, Some((&r, &mut r_out)), &w, &mut y, 1e-6).expect("add+rms_norm")
             });
             row(&format!("add+rms_norm {variant:?} (4 passes)"), &format!("{rows}x{hidden}"), ms, bytes, ceiling);
+        }
+    }
+    {
+        let (rows, hidden) = (16384, 4096);
+        let x = random_tensor(gpu, &[rows, hidden], 20);
+        let w = random_tensor(gpu, &[hidden], 21);
+        let b = random_tensor(gpu, &[hidden], 22);
+        let mut y = random_tensor(gpu, &[rows, hidden], 23);
+        let bytes = 2.0 * (rows * hidden) as f64 * e + 2.0 * hidden as f64 * e;
+        for variant in [LayerNormVariant::Block, LayerNormVariant::Scalar] {
+            let ms = time_ms(gpu, || gpu.layer_norm(variant, &x, &w, Some(&b), &mut y, 1e-5).expect("layer_norm"));
+            row(&format!("layer_norm {variant:?}"), &format!("{rows}x{hidden}"), ms, bytes, ceiling);
+        }
+    }
+    {
+        // NeoX rope in place on q [16384, 32, 128] and k [16384, 8, 128], token-major.
+        let (tokens, head_dim) = (16384, 128);
+        let mut q = random_tensor(gpu, &[1, tokens, 32, head_dim], 24);
+        let mut k = random_tensor(gpu, &[1, tokens, 8, head_dim], 25);
+        let angles: Vec<f32> = (0..tokens * head_dim / 2).map(|i| (i % 977) as f32 * 0.01).collect();
+        let cos =
+            Tensor::from_f32(&angles.iter().map(|a| a.cos()).collect::<Vec<_>>(), &[tokens, head_dim / 2], DType::F32)
+                .expect("cos")
+                .to_cuda(gpu.stream())
+                .expect("upload");
+        let sin =
+            Tensor::from_f32(&angles.iter().map(|a| a.sin()).collect::<Vec<_>>(), &[tokens, head_dim / 2], DType::F32)
+                .expect("sin")
+                .to_cuda(gpu.stream())
+                .expect("upload");
+        // q and k read and written, cos and sin read once per token.
+        let bytes = 2.0 * (tokens * 40 * head_dim) as f64 * e + 2.0 * (tokens * head_dim / 2) as f64 * 4.0;
+        for variant in [RopeVariant::Vector, RopeVariant::Scalar] {
+            let ms = time_ms(gpu, || {
+                gpu.rope_in_place(variant, RopeStyle::Neox, &mut q, &cos, &sin, 0).expect("rope q");
+                gpu.rope_in_place(variant, RopeStyle::Neox, &mut k, &cos, &sin, 0).expect("rope k");
+            });
+            row(&format!("rope NeoX {variant:?}, q+k in place"), "16384x(32+8)x128", ms, bytes, ceiling);
         }
     }
     {

@@ -65,6 +65,46 @@ report("add+rms_norm (4 passes)", f"{rows}x{hidden}", {
 })
 del x, r
 
+rows, hidden = 16384, 4096
+x = torch.randn(rows, hidden, device=dev, dtype=bf16)
+w = torch.randn(hidden, device=dev, dtype=bf16)
+b = torch.randn(hidden, device=dev, dtype=bf16)
+nbytes = 2 * x.numel() * 2 + 2 * hidden * 2
+compiled_ln = torch.compile(lambda x, w, b: F.layer_norm(x, (hidden,), w, b, 1e-5))
+report("layer_norm", f"{rows}x{hidden}", {
+    "eager": gbps(lambda: F.layer_norm(x, (hidden,), w, b, 1e-5), nbytes),
+    "compile": gbps(lambda: compiled_ln(x, w, b), nbytes),
+    "liger": gbps(lambda: LF.liger_layer_norm(x, w, b, 1e-5), nbytes) if LF else None,
+})
+del x
+
+tokens, d = 16384, 128
+q = torch.randn(tokens, 32, d, device=dev, dtype=bf16)
+k = torch.randn(tokens, 8, d, device=dev, dtype=bf16)
+ang = torch.randn(tokens, d // 2, device=dev)
+cos, sin = ang.cos(), ang.sin()
+
+
+def rope_neox(x, cos, sin):
+    x1, x2 = x[..., : d // 2].float(), x[..., d // 2 :].float()
+    c, s = cos[:, None, :], sin[:, None, :]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+
+compiled_rope = torch.compile(lambda q, k, c, s: (rope_neox(q, c, s), rope_neox(k, c, s)))
+nbytes = 2 * (q.numel() + k.numel()) * 2 + 2 * cos.numel() * 4
+results = {
+    "eager": gbps(lambda: (rope_neox(q, cos, sin), rope_neox(k, cos, sin)), nbytes),
+    "compile": gbps(lambda: compiled_rope(q, k, cos, sin), nbytes),
+}
+if LF:
+    # liger takes [batch, heads, seq, head_dim] and cos/sin [1, seq, head_dim]
+    ql, kl = q.transpose(0, 1)[None].contiguous(), k.transpose(0, 1)[None].contiguous()
+    cl, sl = torch.cat([cos, cos], -1)[None].to(bf16), torch.cat([sin, sin], -1)[None].to(bf16)
+    results["liger"] = gbps(lambda: LF.liger_rope(ql, kl, cl, sl), nbytes)
+report("rope NeoX q+k", "16384x(32+8)x128", results)
+del q, k
+
 rows, inter = 16384, 14336
 g = torch.randn(rows, inter, device=dev, dtype=bf16)
 u = torch.randn(rows, inter, device=dev, dtype=bf16)

@@ -5,8 +5,10 @@
 //! test prints why it skips.
 #![cfg(feature = "cuda")]
 
-use layerzero::types::{DType, KernelError, Tensor};
-use layerzero_kernels::cuda::{self, CudaDevice, RmsNormVariant, SwigluDeviceInput, SwigluVariant};
+use layerzero::types::{DType, KernelError, RopeStyle, Tensor};
+use layerzero_kernels::cuda::{
+    self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeVariant, SwigluDeviceInput, SwigluVariant,
+};
 
 fn gpu() -> Option<CudaDevice> {
     match cuda::discover() {
@@ -211,4 +213,142 @@ fn bad_arguments_are_refused_before_launch() {
     assert!(refused(gpu.swiglu(SwigluVariant::Vector, SwigluDeviceInput::Fused(&gate_up_wrong), &mut out)));
     // Nothing was launched: the poisoned output is untouched.
     assert!(download(&y).iter().all(|v| v.is_nan()));
+}
+
+#[test]
+fn layer_norm_matches_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    let eps = 1e-5f32;
+    for dtype in DTYPES {
+        for (rows, hidden) in [(1, 1), (3, 17), (1, 4095), (5, 4096), (3, 8193), (2, 16384)] {
+            let x = rounded(&values(rows * hidden, 21 + hidden as u64), dtype);
+            let w = rounded(&values(hidden, 22), dtype);
+            let b = rounded(&values(hidden, 23), dtype);
+            for with_bias in [false, true] {
+                let mut reference = Vec::with_capacity(rows * hidden);
+                for row in x.chunks(hidden) {
+                    let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / hidden as f64;
+                    let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / hidden as f64;
+                    let inv = 1.0 / (var + f64::from(eps)).sqrt();
+                    reference.extend(row.iter().enumerate().map(|(j, &v)| {
+                        let shift = if with_bias { f64::from(b[j]) } else { 0.0 };
+                        (f64::from(v) - mean) * inv * f64::from(w[j]) + shift
+                    }));
+                }
+                let (xd, wd, bd) = (
+                    upload(&gpu, &x, &[rows, hidden], dtype),
+                    upload(&gpu, &w, &[hidden], dtype),
+                    upload(&gpu, &b, &[hidden], dtype),
+                );
+                for variant in [LayerNormVariant::Block, LayerNormVariant::Scalar] {
+                    let case = format!("{variant:?} {dtype} rows={rows} hidden={hidden} bias={with_bias}");
+                    let mut y = poisoned(&gpu, &[rows, hidden], dtype);
+                    let result = gpu.layer_norm(variant, &xd, &wd, with_bias.then_some(&bd), &mut y, eps);
+                    if variant == LayerNormVariant::Block && !norm_supports(RmsNormVariant::Block, dtype, hidden) {
+                        assert!(matches!(result, Err(KernelError::Unsupported(_))), "{case}: expected a refusal");
+                        continue;
+                    }
+                    result.unwrap_or_else(|e| panic!("{case}: {e}"));
+                    gpu.synchronize().unwrap();
+                    let error = relative_error(&download(&y), &reference);
+                    assert!(error <= tolerance(dtype), "{case}: relative error {error:e}");
+                }
+            }
+        }
+    }
+}
+
+/// cos and sin tables `[positions, rot / 2]` for base 10000.
+fn rope_tables(positions: usize, rot: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = rot / 2;
+    let mut cos = Vec::with_capacity(positions * half);
+    let mut sin = Vec::with_capacity(positions * half);
+    for p in 0..positions {
+        for i in 0..half {
+            let angle = p as f64 * 10000f64.powf(-2.0 * i as f64 / rot as f64);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+#[test]
+fn rope_matches_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    // (batch, seq, heads, head_dim, rot, offset)
+    let shapes = [
+        (1, 1, 1, 2, 2, 0),
+        (2, 3, 4, 64, 64, 0),
+        (1, 5, 3, 128, 64, 7),
+        (1, 3, 2, 18, 18, 0),
+        (3, 1, 8, 128, 128, 100),
+    ];
+    for dtype in DTYPES {
+        for (batch, seq, heads, head_dim, rot, offset) in shapes {
+            let dims = [batch, seq, heads, head_dim];
+            let n = batch * seq * heads * head_dim;
+            let x = rounded(&values(n, 31 + head_dim as u64), dtype);
+            let positions = offset + seq + 3;
+            let (cos, sin) = rope_tables(positions, rot);
+            let (cos_d, sin_d) = (
+                upload(&gpu, &cos, &[positions, rot / 2], DType::F32),
+                upload(&gpu, &sin, &[positions, rot / 2], DType::F32),
+            );
+            let half = rot / 2;
+            for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+                let mut reference: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+                for (r, row) in reference.chunks_mut(head_dim).enumerate() {
+                    let position = offset + (r / heads) % seq;
+                    for i in 0..half {
+                        let (c, s) = (f64::from(cos[position * half + i]), f64::from(sin[position * half + i]));
+                        let (ia, ib) = if style == RopeStyle::Neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+                        let (a, b) = (row[ia], row[ib]);
+                        row[ia] = a * c - b * s;
+                        row[ib] = b * c + a * s;
+                    }
+                }
+                for variant in [RopeVariant::Vector, RopeVariant::Scalar] {
+                    for in_place in [true, false] {
+                        let case = format!(
+                            "{variant:?} {style} {dtype} {dims:?} rot={rot} offset={offset} in_place={in_place}"
+                        );
+                        let (result, out) = if in_place {
+                            let mut xd = upload(&gpu, &x, &dims, dtype);
+                            let result = gpu.rope_in_place(variant, style, &mut xd, &cos_d, &sin_d, offset);
+                            (result, xd)
+                        } else {
+                            let xd = upload(&gpu, &x, &dims, dtype);
+                            let mut out = poisoned(&gpu, &dims, dtype);
+                            let result = gpu.rope(variant, style, &xd, &mut out, &cos_d, &sin_d, offset);
+                            (result, out)
+                        };
+                        let p = pack(dtype);
+                        let rotated = if style == RopeStyle::Neox { half } else { rot };
+                        if variant == RopeVariant::Vector && (!head_dim.is_multiple_of(p) || !rotated.is_multiple_of(p))
+                        {
+                            assert!(matches!(result, Err(KernelError::Unsupported(_))), "{case}: expected a refusal");
+                            continue;
+                        }
+                        result.unwrap_or_else(|e| panic!("{case}: {e}"));
+                        gpu.synchronize().unwrap();
+                        let error = relative_error(&download(&out), &reference);
+                        assert!(error <= tolerance(dtype), "{case}: relative error {error:e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_refuses_positions_past_its_tables() {
+    let Some(gpu) = gpu() else { return };
+    let (cos, sin) = rope_tables(4, 64);
+    let (cos_d, sin_d) = (upload(&gpu, &cos, &[4, 32], DType::F32), upload(&gpu, &sin, &[4, 32], DType::F32));
+    let mut x = upload(&gpu, &values(3 * 2 * 64, 5), &[1, 3, 2, 64], DType::BF16);
+    let before = download(&x);
+    let result = gpu.rope_in_place(RopeVariant::Vector, RopeStyle::Neox, &mut x, &cos_d, &sin_d, 2);
+    assert!(matches!(result, Err(KernelError::InvalidArgument(_))), "{result:?}");
+    assert_eq!(download(&x), before, "nothing ran");
 }

@@ -153,3 +153,132 @@ pub(crate) fn swiglu(
     // rows · inter return first), bounded by `check` above.
     unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
 }
+
+/// Buffers of the layer-norm kernels (`norm.cu`), strides in elements.
+pub(crate) struct LayerNormLaunch<'a> {
+    pub x: CudaView<'a, u8>,
+    pub weight: CudaView<'a, u8>,
+    pub bias: Option<CudaView<'a, u8>>,
+    pub y: CudaViewMut<'a, u8>,
+    pub rows: usize,
+    pub hidden: usize,
+    pub element: usize,
+    pub eps: f32,
+}
+
+pub(crate) fn layer_norm(
+    stream: &Arc<CudaStream>,
+    function: &CudaFunction,
+    name: &'static str,
+    cfg: LaunchConfig,
+    mut args: LayerNormLaunch<'_>,
+) -> Result<(), CudaError> {
+    let (rows, hidden, element) = (args.rows, args.hidden, args.element);
+    check(name, "x", extent(rows, hidden, hidden, element), args.x.len())?;
+    check(name, "y", extent(rows, hidden, hidden, element), args.y.len())?;
+    check(name, "weight", hidden.checked_mul(element), args.weight.len())?;
+    if let Some(bias) = &args.bias {
+        check(name, "bias", hidden.checked_mul(element), bias.len())?;
+    }
+    let too_large = |what, value| CudaError::TooLarge { kernel: name, what, value };
+    let stride = i64::try_from(hidden).map_err(|_| too_large("hidden", hidden))?;
+    let rows_i32 = i32::try_from(rows).map_err(|_| too_large("rows", rows))?;
+    let hidden_i32 = i32::try_from(hidden).map_err(|_| too_large("hidden", hidden))?;
+    let null = 0u64;
+    let mut builder = stream.launch_builder(function);
+    builder.arg(&args.x).arg(&stride).arg(&args.weight);
+    match &args.bias {
+        Some(bias) => builder.arg(bias),
+        None => builder.arg(&null),
+    };
+    builder.arg(&mut args.y).arg(&stride).arg(&rows_i32).arg(&hidden_i32).arg(&args.eps);
+    // SAFETY: the argument list matches `LZ_LN_ARGS` in norm.cu. The kernel indexes
+    // `row · hidden + j` (row < rows, j < hidden) in x and y and `j` in weight and bias,
+    // all bounded by `check` above; a null bias is never dereferenced.
+    unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
+}
+
+/// The rows the rope kernels rotate: one buffer in place, or an input and an output.
+pub(crate) enum RopeBuffers<'a> {
+    /// `x` is read and written.
+    InPlace(CudaViewMut<'a, u8>),
+    /// `x` is read, `out` written.
+    OutOfPlace(CudaView<'a, u8>, CudaViewMut<'a, u8>),
+}
+
+/// Buffers and shape of the rope kernels (`rope.cu`): `tokens · heads` rows of `head_dim`.
+pub(crate) struct RopeLaunch<'a> {
+    pub buffers: RopeBuffers<'a>,
+    pub cos: CudaView<'a, u8>,
+    pub sin: CudaView<'a, u8>,
+    pub tokens: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub rot: usize,
+    pub seq: usize,
+    pub offset: usize,
+    pub element: usize,
+}
+
+pub(crate) fn rope(
+    stream: &Arc<CudaStream>,
+    function: &CudaFunction,
+    name: &'static str,
+    cfg: LaunchConfig,
+    mut args: RopeLaunch<'_>,
+) -> Result<(), CudaError> {
+    let rows = args.tokens.checked_mul(args.heads);
+    let width = args.head_dim;
+    let needed = rows.and_then(|rows| extent(rows, width, width, args.element));
+    match &args.buffers {
+        RopeBuffers::InPlace(x) => check(name, "x", needed, x.len())?,
+        RopeBuffers::OutOfPlace(x, out) => {
+            check(name, "x", needed, x.len())?;
+            check(name, "out", needed, out.len())?;
+        }
+    }
+    // Positions offset .. offset + seq − 1 each read rot / 2 floats of cos and sin.
+    let positions = args.offset.checked_add(args.seq);
+    let table = positions.and_then(|p| p.checked_mul(args.rot / 2)).and_then(|n| n.checked_mul(4));
+    check(name, "cos", table, args.cos.len())?;
+    check(name, "sin", table, args.sin.len())?;
+    if args.rot > args.head_dim || args.seq == 0 {
+        return Err(CudaError::OutOfBounds {
+            kernel: name,
+            buffer: "rotary dims",
+            needed: args.rot,
+            len: args.head_dim,
+        });
+    }
+    let too_large = |what, value| CudaError::TooLarge { kernel: name, what, value };
+    let to_i32 = |what, v: usize| i32::try_from(v).map_err(|_| too_large(what, v));
+    let to_i64 = |what, v: usize| i64::try_from(v).map_err(|_| too_large(what, v));
+    let (tokens, offset) = (to_i64("tokens", args.tokens)?, to_i64("offset", args.offset)?);
+    let (heads, head_dim) = (to_i32("heads", args.heads)?, to_i32("head_dim", args.head_dim)?);
+    let (rot, seq) = (to_i32("rot", args.rot)?, to_i32("seq", args.seq)?);
+    // In place the kernel gets x's address as both its input and its output; the guard
+    // keeps cudarc's stream ordering for the buffer until after the launch. Both are
+    // declared before the builder, which borrows them, so they outlive it.
+    let address;
+    let _guard;
+    let mut builder = stream.launch_builder(function);
+    match &mut args.buffers {
+        RopeBuffers::InPlace(x) => {
+            let (pointer, guard) = cudarc::driver::DevicePtrMut::device_ptr_mut(x, stream);
+            (address, _guard) = (pointer, Some(guard));
+            builder.arg(&address).arg(&address);
+        }
+        RopeBuffers::OutOfPlace(x, out) => {
+            _guard = None;
+            builder.arg(&*x).arg(out);
+        }
+    }
+    builder.arg(&args.cos).arg(&args.sin);
+    builder.arg(&tokens).arg(&heads).arg(&head_dim).arg(&rot).arg(&seq).arg(&offset);
+    // SAFETY: the argument list matches `LZ_ROPE_ARGS` in rope.cu. Rows are
+    // `(token · heads + head) · head_dim` + channel < tokens · heads · head_dim elements,
+    // checked above for x and out; cos and sin are read at `position · rot/2 + pair` with
+    // position < offset + seq and pair < rot/2, checked above; rot ≤ head_dim. In place,
+    // the address stays valid while its guard lives, which is past the launch.
+    unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
+}

@@ -29,7 +29,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, sys};
 use layerzero_registry::{BackendInfo, DeviceInfo};
 use layerzero_types::{ComputeCapability, Device, KernelError, Platform, TypesError};
 
-pub use ops::{RmsNormVariant, SwigluDeviceInput, SwigluVariant};
+pub use ops::{LayerNormVariant, RmsNormVariant, RopeVariant, SwigluDeviceInput, SwigluVariant};
 
 /// What went wrong on the CUDA side; converts into [`KernelError::Backend`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,8 +99,11 @@ struct Modules {
 }
 
 /// The entry points of each PTX module (names as in the `.cu` files).
-const ENTRY_POINTS: [(&str, &[&str]); 2] =
-    [(ptx::NORM, &ops::NORM_ENTRY_POINTS), (ptx::ACTIVATION, &ops::SWIGLU_ENTRY_POINTS)];
+const ENTRY_POINTS: [(&str, &[&[&str]]); 3] = [
+    (ptx::NORM, &[&ops::NORM_ENTRY_POINTS, &ops::LAYER_NORM_ENTRY_POINTS]),
+    (ptx::ACTIVATION, &[&ops::SWIGLU_ENTRY_POINTS]),
+    (ptx::ROPE, &[&ops::ROPE_ENTRY_POINTS]),
+];
 
 impl CudaDevice {
     fn open(ordinal: usize) -> Result<CudaDevice, CudaError> {
@@ -151,10 +154,10 @@ impl CudaDevice {
             .get_or_init(|| {
                 let ctx = self.stream.context();
                 let mut functions = std::collections::HashMap::new();
-                for (source, names) in ENTRY_POINTS {
+                for (source, lists) in ENTRY_POINTS {
                     let module: Arc<CudaModule> =
                         ctx.load_module(cudarc::nvrtc::Ptx::from_src(source)).map_err(driver)?;
-                    for &name in names {
+                    for &name in lists.iter().copied().flatten() {
                         functions.insert(name, module.load_function(name).map_err(driver)?);
                     }
                 }
@@ -206,5 +209,24 @@ pub fn backend_info(devices: &[CudaDevice]) -> BackendInfo {
         platform: Platform::Cuda,
         version,
         devices: devices.iter().map(|d| d.info.clone()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry point the Rust side names is in its PTX, and every kernel in the PTX is
+    /// named: a renamed or forgotten kernel fails here, on any machine, not on the GPU.
+    #[test]
+    fn entry_points_match_the_ptx() {
+        for (source, lists) in ENTRY_POINTS {
+            let named: Vec<&str> = lists.iter().copied().flatten().copied().collect();
+            for name in &named {
+                assert!(source.contains(&format!(".entry {name}(")), "`{name}` is not in its PTX");
+            }
+            let in_ptx = source.matches(".entry ").count();
+            assert_eq!(in_ptx, named.len(), "the PTX has {in_ptx} kernels, the Rust side names {}", named.len());
+        }
     }
 }

@@ -1,10 +1,10 @@
 //! Safe entry points of the CUDA kernels: validate, pick the launch shape, launch.
 
 use cudarc::driver::LaunchConfig;
-use layerzero_types::{DType, KernelError, Tensor};
+use layerzero_types::{DType, KernelError, RopeStyle, Tensor};
 
 use super::CudaDevice;
-use super::launch::{self, NormLaunch, SwigluLaunch};
+use super::launch::{self, LayerNormLaunch, NormLaunch, RopeBuffers, RopeLaunch, SwigluLaunch};
 
 /// Which rms_norm kernel runs (norm.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +112,60 @@ pub(super) const NORM_ENTRY_POINTS: [&str; 24] = [
     "rms_norm_scalar_f32",
 ];
 
+/// The layer-norm entry points of norm.cu.
+pub(super) const LAYER_NORM_ENTRY_POINTS: [&str; 15] = [
+    "layer_norm_block_bf16_v1",
+    "layer_norm_block_bf16_v2",
+    "layer_norm_block_bf16_v4",
+    "layer_norm_block_bf16_v8",
+    "layer_norm_block_f16_v1",
+    "layer_norm_block_f16_v2",
+    "layer_norm_block_f16_v4",
+    "layer_norm_block_f16_v8",
+    "layer_norm_block_f32_v1",
+    "layer_norm_block_f32_v2",
+    "layer_norm_block_f32_v4",
+    "layer_norm_block_f32_v8",
+    "layer_norm_scalar_bf16",
+    "layer_norm_scalar_f16",
+    "layer_norm_scalar_f32",
+];
+
+/// The entry points of rope.cu.
+pub(super) const ROPE_ENTRY_POINTS: [&str; 12] = [
+    "rope_neox_vec_bf16",
+    "rope_neox_vec_f16",
+    "rope_neox_vec_f32",
+    "rope_interleaved_vec_bf16",
+    "rope_interleaved_vec_f16",
+    "rope_interleaved_vec_f32",
+    "rope_neox_scalar_bf16",
+    "rope_neox_scalar_f16",
+    "rope_neox_scalar_f32",
+    "rope_interleaved_scalar_bf16",
+    "rope_interleaved_scalar_f16",
+    "rope_interleaved_scalar_f32",
+];
+
+/// Which layer-norm kernel runs (norm.cu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerNormVariant {
+    /// One block per row, the row in registers; same limits as [`RmsNormVariant::Block`].
+    Block,
+    /// Any `hidden` and alignment; reads the row three times.
+    Scalar,
+}
+
+/// Which rope kernel runs (rope.cu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeVariant {
+    /// 16-byte chunks: needs `head_dim` and the rotated half (NeoX) or rotated width
+    /// (interleaved) multiples of 16 / element size.
+    Vector,
+    /// Any size, one pair per thread.
+    Scalar,
+}
+
 /// The entry points of activation.cu.
 pub(super) const SWIGLU_ENTRY_POINTS: [&str; 6] = [
     "swiglu_vec_bf16",
@@ -134,6 +188,14 @@ fn block_packs_per_thread(packs: usize) -> Option<usize> {
         p if p >= 4 * 32 => Some(4),
         p => [1, 2, 4].into_iter().find(|v| p <= 32 * v),
     }
+}
+
+fn entry(entries: &[&'static str], prefix: &str, dtype: &str) -> &'static str {
+    entries
+        .iter()
+        .copied()
+        .find(|e| e.strip_prefix(prefix).is_some_and(|rest| rest == dtype || rest.starts_with(&format!("{dtype}_"))))
+        .unwrap_or("missing_entry")
 }
 
 fn rows_and_hidden(x: &Tensor) -> Result<(usize, usize), KernelError> {
@@ -360,6 +422,210 @@ impl CudaDevice {
         };
         launch::swiglu(self.stream(), function, entry, cfg, args).map_err(KernelError::from)
     }
+}
+
+impl CudaDevice {
+    /// `y = (x − mean) / sqrt(var + eps) · weight (+ bias)` per row of `x` `[.., hidden]`.
+    pub fn layer_norm(
+        &self,
+        variant: LayerNormVariant,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        y: &mut Tensor,
+        eps: f32,
+    ) -> Result<(), KernelError> {
+        let dtype = x.dtype();
+        let name = suffix(dtype)?;
+        let (rows, hidden) = rows_and_hidden(x)?;
+        self.check_on_device("x", x.device())?;
+        self.check_on_device("y", y.device())?;
+        if y.dtype() != dtype || y.dims() != x.dims() {
+            return Err(invalid(format!("y must be {dtype} {:?} like x, is {} {:?}", x.dims(), y.dtype(), y.dims())));
+        }
+        for (what, t) in std::iter::once(("weight", weight)).chain(bias.map(|b| ("bias", b))) {
+            self.check_on_device(what, t.device())?;
+            if t.dtype() != dtype || t.dims() != [hidden] {
+                return Err(invalid(format!("{what} must be {dtype} [{hidden}], is {} {:?}", t.dtype(), t.dims())));
+            }
+        }
+        if !eps.is_finite() || eps < 0.0 {
+            return Err(invalid(format!("eps must be finite and non-negative, is {eps}")));
+        }
+        let packs = hidden / pack(dtype);
+        let (entry_name, cfg) = match variant {
+            LayerNormVariant::Block => {
+                let v =
+                    block_packs_per_thread(packs).filter(|_| hidden.is_multiple_of(pack(dtype))).ok_or_else(|| {
+                        KernelError::Unsupported(format!(
+                            "layer_norm block variant needs hidden a multiple of {} and at most {}, got {hidden}",
+                            pack(dtype),
+                            8 * 1024 * pack(dtype)
+                        ))
+                    })?;
+                let threads = packs.div_ceil(v).next_multiple_of(32).clamp(32, 1024) as u32;
+                let prefix = format!("layer_norm_block_{name}_v{v}");
+                let entry = LAYER_NORM_ENTRY_POINTS.iter().copied().find(|e| *e == prefix).unwrap_or("missing_entry");
+                (entry, LaunchConfig { grid_dim: (grid(rows)?, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 })
+            }
+            LayerNormVariant::Scalar => {
+                let threads = hidden.next_multiple_of(32).clamp(32, 1024) as u32;
+                (
+                    entry(&LAYER_NORM_ENTRY_POINTS, "layer_norm_scalar_", name),
+                    LaunchConfig { grid_dim: (grid(rows)?, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 },
+                )
+            }
+        };
+        if rows == 0 {
+            return Ok(());
+        }
+        let function = self.function(entry_name)?;
+        let args = LayerNormLaunch {
+            x: x.cuda_bytes()?.slice(..),
+            weight: weight.cuda_bytes()?.slice(..),
+            bias: bias.map(|b| b.cuda_bytes().map(|s| s.slice(..))).transpose()?,
+            y: y.cuda_bytes_mut()?.slice_mut(..),
+            rows,
+            hidden,
+            element: dtype.size_in_bytes(),
+            eps,
+        };
+        launch::layer_norm(self.stream(), function, entry_name, cfg, args).map_err(KernelError::from)
+    }
+
+    /// Rotary embedding of `x` `[batch, seq, heads, head_dim]` (BSHD) in place: token `s` at
+    /// position `offset + s`; `cos`/`sin` f32 `[max_positions, rot / 2]`.
+    pub fn rope_in_place(
+        &self,
+        variant: RopeVariant,
+        style: RopeStyle,
+        x: &mut Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        offset: usize,
+    ) -> Result<(), KernelError> {
+        self.rope_impl(variant, style, RopeTarget::InPlace(x), cos, sin, offset)
+    }
+
+    /// Rotary embedding of `x` into `out` (same shape): channels past the rotary width are
+    /// copied.
+    pub fn rope(
+        &self,
+        variant: RopeVariant,
+        style: RopeStyle,
+        x: &Tensor,
+        out: &mut Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        offset: usize,
+    ) -> Result<(), KernelError> {
+        self.rope_impl(variant, style, RopeTarget::OutOfPlace(x, out), cos, sin, offset)
+    }
+
+    fn rope_impl(
+        &self,
+        variant: RopeVariant,
+        style: RopeStyle,
+        target: RopeTarget<'_>,
+        cos: &Tensor,
+        sin: &Tensor,
+        offset: usize,
+    ) -> Result<(), KernelError> {
+        let x: &Tensor = match &target {
+            RopeTarget::InPlace(x) => x,
+            RopeTarget::OutOfPlace(x, _) => x,
+        };
+        let dtype = x.dtype();
+        let name = suffix(dtype)?;
+        let &[batch, seq, heads, head_dim] = x.dims() else {
+            return Err(invalid(format!("x must be [batch, seq, heads, head_dim], is {:?}", x.dims())));
+        };
+        self.check_on_device("x", x.device())?;
+        if let RopeTarget::OutOfPlace(x, out) = &target {
+            self.check_on_device("out", out.device())?;
+            if out.dtype() != dtype || out.dims() != x.dims() {
+                return Err(invalid(format!(
+                    "out must be {dtype} {:?} like x, is {} {:?}",
+                    x.dims(),
+                    out.dtype(),
+                    out.dims()
+                )));
+            }
+        }
+        let (&[positions, half], &[positions_s, half_s]) = (cos.dims(), sin.dims()) else {
+            return Err(invalid("cos and sin must be [max_positions, rot / 2]".into()));
+        };
+        for (what, t) in [("cos", cos), ("sin", sin)] {
+            self.check_on_device(what, t.device())?;
+            if t.dtype() != DType::F32 {
+                return Err(invalid(format!("{what} must be float32, is {}", t.dtype())));
+            }
+        }
+        if (positions, half) != (positions_s, half_s) || half == 0 || 2 * half > head_dim {
+            return Err(invalid(format!(
+                "cos {:?} and sin {:?} must match, with 0 < 2 · rot/2 <= head_dim ({head_dim})",
+                cos.dims(),
+                sin.dims()
+            )));
+        }
+        if offset.checked_add(seq).is_none_or(|end| end > positions) {
+            return Err(invalid(format!("positions {offset}..{} pass the tables' {positions}", offset + seq)));
+        }
+        let rot = 2 * half;
+        let tokens = batch * seq;
+        let style_name = match style {
+            RopeStyle::Neox => "neox",
+            RopeStyle::Interleaved => "interleaved",
+        };
+        let p = pack(dtype);
+        let (kind, threads) = match variant {
+            RopeVariant::Vector => {
+                let rotated = if style == RopeStyle::Neox { half } else { rot };
+                if !head_dim.is_multiple_of(p) || !rotated.is_multiple_of(p) {
+                    return Err(KernelError::Unsupported(format!(
+                        "rope vector variant needs head_dim ({head_dim}) and the rotated width ({rotated}) multiples of {p}"
+                    )));
+                }
+                ("vec", tokens * heads * (head_dim / p))
+            }
+            RopeVariant::Scalar => ("scalar", tokens * heads * (head_dim - half)),
+        };
+        let prefix = format!("rope_{style_name}_{kind}_");
+        let entry_name = entry(&ROPE_ENTRY_POINTS, &prefix, name);
+        let cfg = LaunchConfig {
+            grid_dim: (grid(threads.div_ceil(256))?, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        if tokens == 0 || heads == 0 {
+            return Ok(());
+        }
+        let function = self.function(entry_name)?;
+        let buffers = match target {
+            RopeTarget::InPlace(x) => RopeBuffers::InPlace(x.cuda_bytes_mut()?.slice_mut(..)),
+            RopeTarget::OutOfPlace(x, out) => {
+                RopeBuffers::OutOfPlace(x.cuda_bytes()?.slice(..), out.cuda_bytes_mut()?.slice_mut(..))
+            }
+        };
+        let args = RopeLaunch {
+            buffers,
+            cos: cos.cuda_bytes()?.slice(..),
+            sin: sin.cuda_bytes()?.slice(..),
+            tokens,
+            heads,
+            head_dim,
+            rot,
+            seq,
+            offset,
+            element: dtype.size_in_bytes(),
+        };
+        launch::rope(self.stream(), function, entry_name, cfg, args).map_err(KernelError::from)
+    }
+}
+
+enum RopeTarget<'a> {
+    InPlace(&'a mut Tensor),
+    OutOfPlace(&'a Tensor, &'a mut Tensor),
 }
 
 fn grid(blocks: usize) -> Result<u32, KernelError> {
