@@ -11,7 +11,7 @@ use std::time::Instant;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use layerzero::types::{DType, RopeStyle, Tensor};
 use layerzero_kernels::cuda::{
-    self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeVariant, SwigluDeviceInput, SwigluVariant, ptx,
+    self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant, ptx,
 };
 
 const ITERATIONS: usize = 30;
@@ -135,8 +135,10 @@ fn main() {
         let bytes = 2.0 * (tokens * 40 * head_dim) as f64 * e + 2.0 * (tokens * head_dim / 2) as f64 * 4.0;
         for variant in [RopeVariant::Vector, RopeVariant::Scalar] {
             let ms = time_ms(gpu, || {
-                gpu.rope_in_place(variant, RopeStyle::Neox, &mut q, &cos, &sin, 0).expect("rope q");
-                gpu.rope_in_place(variant, RopeStyle::Neox, &mut k, &cos, &sin, 0).expect("rope k");
+                gpu.rope_in_place(variant, RopeStyle::Neox, &mut q, RopeTables { cos: &cos, sin: &sin }, 0)
+                    .expect("rope q");
+                gpu.rope_in_place(variant, RopeStyle::Neox, &mut k, RopeTables { cos: &cos, sin: &sin }, 0)
+                    .expect("rope k");
             });
             row(&format!("rope NeoX {variant:?}, q+k in place"), "16384x(32+8)x128", ms, bytes, ceiling);
         }

@@ -7,7 +7,7 @@
 
 use layerzero::types::{DType, KernelError, RopeStyle, Tensor};
 use layerzero_kernels::cuda::{
-    self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeVariant, SwigluDeviceInput, SwigluVariant,
+    self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant,
 };
 
 fn gpu() -> Option<CudaDevice> {
@@ -315,12 +315,25 @@ fn rope_matches_the_reference() {
                         );
                         let (result, out) = if in_place {
                             let mut xd = upload(&gpu, &x, &dims, dtype);
-                            let result = gpu.rope_in_place(variant, style, &mut xd, &cos_d, &sin_d, offset);
+                            let result = gpu.rope_in_place(
+                                variant,
+                                style,
+                                &mut xd,
+                                RopeTables { cos: &cos_d, sin: &sin_d },
+                                offset,
+                            );
                             (result, xd)
                         } else {
                             let xd = upload(&gpu, &x, &dims, dtype);
                             let mut out = poisoned(&gpu, &dims, dtype);
-                            let result = gpu.rope(variant, style, &xd, &mut out, &cos_d, &sin_d, offset);
+                            let result = gpu.rope(
+                                variant,
+                                style,
+                                &xd,
+                                &mut out,
+                                RopeTables { cos: &cos_d, sin: &sin_d },
+                                offset,
+                            );
                             (result, out)
                         };
                         let p = pack(dtype);
@@ -348,7 +361,8 @@ fn rope_refuses_positions_past_its_tables() {
     let (cos_d, sin_d) = (upload(&gpu, &cos, &[4, 32], DType::F32), upload(&gpu, &sin, &[4, 32], DType::F32));
     let mut x = upload(&gpu, &values(3 * 2 * 64, 5), &[1, 3, 2, 64], DType::BF16);
     let before = download(&x);
-    let result = gpu.rope_in_place(RopeVariant::Vector, RopeStyle::Neox, &mut x, &cos_d, &sin_d, 2);
+    let result =
+        gpu.rope_in_place(RopeVariant::Vector, RopeStyle::Neox, &mut x, RopeTables { cos: &cos_d, sin: &sin_d }, 2);
     assert!(matches!(result, Err(KernelError::InvalidArgument(_))), "{result:?}");
     assert_eq!(download(&x), before, "nothing ran");
 }

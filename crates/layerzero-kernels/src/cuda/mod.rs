@@ -29,7 +29,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, sys};
 use layerzero_registry::{BackendInfo, DeviceInfo};
 use layerzero_types::{ComputeCapability, Device, KernelError, Platform, TypesError};
 
-pub use ops::{LayerNormVariant, RmsNormVariant, RopeVariant, SwigluDeviceInput, SwigluVariant};
+pub use ops::{LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant};
 
 /// What went wrong on the CUDA side; converts into [`KernelError::Backend`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -156,6 +156,15 @@ pub enum LayerNormVariant {
     Scalar,
 }
 
+/// The cos and sin tables of rope: float32 `[max_positions, rot / 2]`, on the device.
+#[derive(Clone, Copy)]
+pub struct RopeTables<'a> {
+    /// Cosines per position and frequency.
+    pub cos: &'a Tensor,
+    /// Sines per position and frequency.
+    pub sin: &'a Tensor,
+}
+
 /// Which rope kernel runs (rope.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RopeVariant {
@@ -500,11 +509,10 @@ impl CudaDevice {
         variant: RopeVariant,
         style: RopeStyle,
         x: &mut Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        tables: RopeTables<'_>,
         offset: usize,
     ) -> Result<(), KernelError> {
-        self.rope_impl(variant, style, RopeTarget::InPlace(x), cos, sin, offset)
+        self.rope_impl(variant, style, RopeTarget::InPlace(x), tables, offset)
     }
 
     /// Rotary embedding of `x` into `out` (same shape): channels past the rotary width are
@@ -515,11 +523,10 @@ impl CudaDevice {
         style: RopeStyle,
         x: &Tensor,
         out: &mut Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        tables: RopeTables<'_>,
         offset: usize,
     ) -> Result<(), KernelError> {
-        self.rope_impl(variant, style, RopeTarget::OutOfPlace(x, out), cos, sin, offset)
+        self.rope_impl(variant, style, RopeTarget::OutOfPlace(x, out), tables, offset)
     }
 
     fn rope_impl(
@@ -527,8 +534,7 @@ impl CudaDevice {
         variant: RopeVariant,
         style: RopeStyle,
         target: RopeTarget<'_>,
-        cos: &Tensor,
-        sin: &Tensor,
+        RopeTables { cos, sin }: RopeTables<'_>,
         offset: usize,
     ) -> Result<(), KernelError> {
         let x: &Tensor = match &target {
