@@ -18,8 +18,12 @@ const ITERATIONS: usize = 30;
 
 /// Median milliseconds of `run` over ITERATIONS timed launches (CUDA events), after warm-up.
 fn time_ms(gpu: &CudaDevice, mut run: impl FnMut()) -> f64 {
-    for _ in 0..5 {
+    // Warm up for at least 25 ms (as triton's do_bench does): after seconds of host work the
+    // card's clocks are down, and a few launches are not enough to bring them back.
+    let warm_up = Instant::now();
+    while warm_up.elapsed().as_millis() < 25 {
         run();
+        gpu.synchronize().expect("sync");
     }
     let stream = gpu.stream();
     let mut samples: Vec<f64> = (0..ITERATIONS)
@@ -80,7 +84,8 @@ fn main() {
         let w = random_tensor(gpu, &[hidden], 2);
         let mut y = random_tensor(gpu, &[rows, hidden], 3);
         let bytes = 2.0 * (rows * hidden) as f64 * e + hidden as f64 * e;
-        for variant in [RmsNormVariant::Block, RmsNormVariant::Warp, RmsNormVariant::Scalar] {
+        let tuned = [1, 2, 4, 8].map(|packs_per_thread| RmsNormVariant::BlockTuned { packs_per_thread });
+        for variant in [RmsNormVariant::Block, RmsNormVariant::Warp, RmsNormVariant::Scalar].into_iter().chain(tuned) {
             if gpu.rms_norm(variant, &x, None, &w, &mut y, 1e-6).is_err() {
                 continue; // outside this variant's limits
             }
@@ -96,7 +101,8 @@ fn main() {
         let mut y = random_tensor(gpu, &[rows, hidden], 7);
         let mut r_out = random_tensor(gpu, &[rows, hidden], 8);
         let bytes = 4.0 * (rows * hidden) as f64 * e + hidden as f64 * e;
-        for variant in [RmsNormVariant::Block, RmsNormVariant::Scalar] {
+        let tuned = [1, 2, 4, 8].map(|packs_per_thread| RmsNormVariant::BlockTuned { packs_per_thread });
+        for variant in [RmsNormVariant::Block, RmsNormVariant::Scalar].into_iter().chain(tuned) {
             let ms = time_ms(gpu, || {
                 gpu.rms_norm(variant, &x, Some((&r, &mut r_out)), &w, &mut y, 1e-6).expect("add+rms_norm")
             });

@@ -79,11 +79,21 @@ fn norm_supports(variant: RmsNormVariant, dtype: DType, hidden: usize) -> bool {
         RmsNormVariant::Block => hidden.is_multiple_of(p) && hidden <= 8 * 1024 * p,
         RmsNormVariant::Warp => hidden.is_multiple_of(p) && hidden <= 4 * 32 * p,
         RmsNormVariant::Scalar => true,
+        RmsNormVariant::BlockTuned { packs_per_thread } => {
+            let packs = hidden / p;
+            hidden.is_multiple_of(p) && packs.div_ceil(usize::from(packs_per_thread)) <= 1024
+        }
     }
 }
 
 const DTYPES: [DType; 3] = [DType::BF16, DType::F16, DType::F32];
-const NORM_VARIANTS: [RmsNormVariant; 3] = [RmsNormVariant::Block, RmsNormVariant::Warp, RmsNormVariant::Scalar];
+const NORM_VARIANTS: [RmsNormVariant; 5] = [
+    RmsNormVariant::Block,
+    RmsNormVariant::Warp,
+    RmsNormVariant::Scalar,
+    RmsNormVariant::BlockTuned { packs_per_thread: 1 },
+    RmsNormVariant::BlockTuned { packs_per_thread: 8 },
+];
 
 #[test]
 fn rms_norm_matches_the_reference() {

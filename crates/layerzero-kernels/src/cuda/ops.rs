@@ -17,6 +17,14 @@ pub enum RmsNormVariant {
     Warp,
     /// One block per row, any `hidden` and alignment; reads the row twice.
     Scalar,
+    /// [`Block`](Self::Block) with the packs each thread holds chosen by the caller (1, 2,
+    /// 4 or 8; threads per row follow) instead of by the default policy: for tuners that
+    /// time the choices on the present card. Refused when the row would need more than
+    /// 1024 threads or fewer than one pack per thread.
+    BlockTuned {
+        /// 16-byte packs per thread: 1, 2, 4 or 8.
+        packs_per_thread: u8,
+    },
 }
 
 /// Which swiglu kernel runs (activation.cu).
@@ -185,17 +193,18 @@ pub(super) const SWIGLU_ENTRY_POINTS: [&str; 6] = [
     "swiglu_scalar_f32",
 ];
 
-/// Packs each thread of the block variant holds: 4 (loads in flight before the row's
-/// reduction, with enough threads per row), 8 only when a row needs more than 1024 threads,
-/// fewer for rows under 128 packs. Measured on the H100 (bf16, rows of 4096 and 8192):
-/// 4 per thread beat 2 per thread by 10% at 16384×4096, and 8 per thread at 128 threads
-/// lost 28% at 4096×8192.
+/// Packs each thread of the block variant holds: 2, with as many threads per row as that
+/// takes, up to 1024; 4 or 8 only for rows too long for that; fewer threads for rows under
+/// 64 packs. Measured on the H100 with the bench's `BlockTuned` sweep (bf16 GB/s, packs per
+/// thread 1 / 2 / 4 / 8): 16384×4096 2731 / 2770 / 2729 / 1977, 65536×4096 2894 / 2950 /
+/// 2900 / 2084, 4096×8192 2342 / 2479 / 2452 / 1758.
 fn block_packs_per_thread(packs: usize) -> Option<usize> {
     match packs {
         p if p > 8 * 1024 => None,
         p if p > 4 * 1024 => Some(8),
-        p if p >= 4 * 32 => Some(4),
-        p => [1, 2, 4].into_iter().find(|v| p <= 32 * v),
+        p if p > 2 * 1024 => Some(4),
+        p if p > 32 => Some(2),
+        _ => Some(1),
     }
 }
 
@@ -265,8 +274,14 @@ impl CudaDevice {
         let packs = hidden / pack(dtype);
         let aligned = hidden.is_multiple_of(pack(dtype));
         let (entry, cfg) = match variant {
-            RmsNormVariant::Block => {
-                let v = block_packs_per_thread(packs);
+            RmsNormVariant::Block | RmsNormVariant::BlockTuned { .. } => {
+                let v = match variant {
+                    RmsNormVariant::BlockTuned { packs_per_thread } => {
+                        let v = usize::from(packs_per_thread);
+                        [1, 2, 4, 8].contains(&v).then_some(v).filter(|v| packs.div_ceil(*v) <= 1024)
+                    }
+                    _ => block_packs_per_thread(packs),
+                };
                 let (true, Some(v)) = (aligned, v) else {
                     return Err(KernelError::Unsupported(format!(
                         "rms_norm block variant needs hidden a multiple of {} and at most {}, got {hidden}",
@@ -276,7 +291,7 @@ impl CudaDevice {
                 };
                 let threads = packs.div_ceil(v).next_multiple_of(32).clamp(32, 1024) as u32;
                 (
-                    norm_entry(variant, name, v),
+                    norm_entry(RmsNormVariant::Block, name, v),
                     LaunchConfig { grid_dim: (grid(rows)?, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 },
                 )
             }
