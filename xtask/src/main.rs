@@ -105,12 +105,16 @@ fn build_kernels(check: bool) -> Result<(), String> {
             arch: Some(ARCH),
             include_paths: vec![kernels.display().to_string(), include.display().to_string()],
             options: vec!["--std=c++17".into(), "-lineinfo".into()],
-            name: Some(format!("{name}.cu")),
+            name: Some(format!("kernels/{name}.cu")),
             ..Default::default()
         };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(&code, options)
             .map_err(|e| format!("kernels/{name}.cu does not compile:\n{e:?}"))?
             .to_src();
+        // -lineinfo names source files by absolute path (`.file 1 "/home/.../kernels/x.cu"`);
+        // make them relative to the repository so the PTX is the same in every checkout.
+        let root_prefix = format!("\"{}/", repo_root().display());
+        let ptx = ptx.replace(&root_prefix, "\"");
         let target = ptx_dir.join(format!("{name}.ptx"));
         let current = fs::read_to_string(&target).unwrap_or_default();
         if check {
