@@ -11,7 +11,7 @@
 //! [`KernelError`](layerzero_types::KernelError) that says what was expected, never a panic.
 //!
 //! What it is not: it does not choose between kernels (that is selection's job), it does
-//! not allocate outputs (callers pass them), and it has no CUDA kernels yet.
+//! not allocate outputs (callers pass them).
 //!
 //! Start from [`register_cpu_kernels`], or call a kernel such as [`rms_norm`] directly:
 //!
@@ -45,9 +45,18 @@
 //! the AVX2+FMA copies of the hot loops after asking the CPU for those features (the
 //! benchmark in `benches/benches/kernels_cpu.rs` shows what that buys).
 
+//!
+//! With the `cuda` feature, [`cuda`] holds the CUDA backend: device discovery, PTX modules
+//! loaded once per device, and memory-bound kernels (rms_norm in block, warp and scalar
+//! variants with an optional fused residual add, layer_norm, rope, and swiglu from two
+//! inputs or one fused gate-up input). Its `unsafe` is confined to `cuda/launch.rs`, which
+//! bounds-checks every buffer against what the kernel will index before launching.
+
 #![deny(unsafe_code)]
 
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 pub use cpu::{
     attention_naive, attention_split_kv, attention_tiled, cpu_kernel_specs, cpu_kernels, layer_norm, matmul,

@@ -705,6 +705,14 @@ mod cuda {
                 Storage::Host(_) => Err(TypesError::DeviceMismatch { expected: Device::Cuda(0), actual: Device::Cpu }),
             }
         }
+
+        /// The device memory of a CUDA tensor, as bytes, writable.
+        pub fn cuda_bytes_mut(&mut self) -> Result<&mut CudaSlice<u8>, TypesError> {
+            match &mut self.storage {
+                Storage::Cuda(slice) => Ok(slice),
+                Storage::Host(_) => Err(TypesError::DeviceMismatch { expected: Device::Cuda(0), actual: Device::Cpu }),
+            }
+        }
     }
 }
 

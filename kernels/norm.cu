@@ -1,0 +1,263 @@
+// RMS normalisation, optionally fused with the residual add that precedes it in a decoder
+// layer:   s = x + residual (stored to residual_out, in T);   y = s / sqrt(mean(s²) + eps) · w
+// With residual == nullptr it is plain rms_norm of x. Accumulation is in f32; the output is
+// rounded once.
+//
+// Three variants, the same contract:
+// - rms_norm_block_<dtype>_v<V>: one block per row; each thread keeps V 16-byte packs of the
+//   row in registers, so memory is read once and written once. Needs hidden % (16/sizeof(T))
+//   == 0, 16-byte aligned rows; hidden ≤ 1024·V·(16/sizeof(T)) (bf16: V=8 → 65536).
+//   Launch: grid = rows, block = 32..1024 threads (ceil(packs / V) rounded up to a warp);
+//   __launch_bounds__(1024) keeps registers within what a 1024-thread block may hold.
+// - rms_norm_warp_<dtype>_v<V>: one warp per row, 8 rows per 256-thread block, reductions by
+//   shuffles only (no shared memory, no barrier). For small rows: hidden ≤ 32·V·packsize
+//   (bf16: V=4 → 1024). Same alignment needs.
+// - rms_norm_scalar_<dtype>: any hidden, any alignment; one block per row, reads x twice.
+// Bytes moved: (1 + has_residual) reads and (1 + has_residual) writes of rows·hidden
+// elements, plus the weight. FLOPs: ~4 per element.
+#include "common.cuh"
+
+using namespace lz;
+
+template <typename T, int V>
+__device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+                                               long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
+                                               const T* __restrict__ weight, T* __restrict__ y, long y_stride, int hidden,
+                                               float eps) {
+    using P = Pack<T>;
+    const long row = blockIdx.x;
+    const int packs = hidden / P::N;
+    const P* xr = reinterpret_cast<const P*>(x + row * x_stride);
+    P regs[V];
+    float sum_sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+            P v = xr[p];
+            if (residual != nullptr) {
+                const P r = reinterpret_cast<const P*>(residual + row * residual_stride)[p];
+#pragma unroll
+                for (int k = 0; k < P::N; ++k) v.v[k] = from_float<T>(to_float(v.v[k]) + to_float(r.v[k]));
+                reinterpret_cast<P*>(residual_out + row * residual_out_stride)[p] = v;
+            }
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                const float f = to_float(v.v[k]);
+                sum_sq += f * f;
+            }
+            regs[i] = v;
+        }
+    }
+    const float inv_rms = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    const P* wr = reinterpret_cast<const P*>(weight);
+    P* yr = reinterpret_cast<P*>(y + row * y_stride);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+            const P w = wr[p];
+            P out;
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) out.v[k] = from_float<T>(to_float(regs[i].v[k]) * inv_rms * to_float(w.v[k]));
+            yr[p] = out;
+        }
+    }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void rms_norm_warp(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+                                              long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
+                                              const T* __restrict__ weight, T* __restrict__ y, long y_stride, int rows,
+                                              int hidden, float eps) {
+    using P = Pack<T>;
+    const long row = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;  // whole warps leave together: the shuffles below stay full-warp
+    const int lane = threadIdx.x & 31;
+    const int packs = hidden / P::N;
+    const P* xr = reinterpret_cast<const P*>(x + row * x_stride);
+    P regs[V];
+    float sum_sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = lane + i * 32;
+        if (p < packs) {
+            P v = xr[p];
+            if (residual != nullptr) {
+                const P r = reinterpret_cast<const P*>(residual + row * residual_stride)[p];
+#pragma unroll
+                for (int k = 0; k < P::N; ++k) v.v[k] = from_float<T>(to_float(v.v[k]) + to_float(r.v[k]));
+                reinterpret_cast<P*>(residual_out + row * residual_out_stride)[p] = v;
+            }
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                const float f = to_float(v.v[k]);
+                sum_sq += f * f;
+            }
+            regs[i] = v;
+        }
+    }
+    const float inv_rms = rsqrtf(warp_sum(sum_sq) / hidden + eps);
+    const P* wr = reinterpret_cast<const P*>(weight);
+    P* yr = reinterpret_cast<P*>(y + row * y_stride);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = lane + i * 32;
+        if (p < packs) {
+            const P w = wr[p];
+            P out;
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) out.v[k] = from_float<T>(to_float(regs[i].v[k]) * inv_rms * to_float(w.v[k]));
+            yr[p] = out;
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void rms_norm_scalar(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+                                                long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
+                                                const T* __restrict__ weight, T* __restrict__ y, long y_stride, int hidden,
+                                                float eps) {
+    const long row = blockIdx.x;
+    float sum_sq = 0.f;
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) {
+        float f = to_float(x[row * x_stride + j]);
+        if (residual != nullptr) {
+            const T s = from_float<T>(f + to_float(residual[row * residual_stride + j]));
+            residual_out[row * residual_out_stride + j] = s;
+            f = to_float(s);
+        }
+        sum_sq += f * f;
+    }
+    const float inv_rms = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    // Each thread re-reads only the elements it wrote above, so residual_out is safe to read.
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) {
+        const float f = residual != nullptr ? to_float(residual_out[row * residual_out_stride + j])
+                                            : to_float(x[row * x_stride + j]);
+        y[row * y_stride + j] = from_float<T>(f * inv_rms * to_float(weight[j]));
+    }
+}
+
+#define LZ_NORM_ARGS(T)                                                                                         \
+    const T *x, long x_stride, const T *residual, long residual_stride, T *residual_out, long residual_out_stride, \
+        const T *weight, T *y, long y_stride, int rows, int hidden, float eps
+#define LZ_NORM_PASS x, x_stride, residual, residual_stride, residual_out, residual_out_stride, weight, y, y_stride
+
+#define LZ_RMS_NORM(NAME, T)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v1(LZ_NORM_ARGS(T)) { rms_norm_block<T, 1>(LZ_NORM_PASS, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v2(LZ_NORM_ARGS(T)) { rms_norm_block<T, 2>(LZ_NORM_PASS, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v4(LZ_NORM_ARGS(T)) { rms_norm_block<T, 4>(LZ_NORM_PASS, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v8(LZ_NORM_ARGS(T)) { rms_norm_block<T, 8>(LZ_NORM_PASS, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(256) rms_norm_warp_##NAME##_v1(LZ_NORM_ARGS(T)) { rms_norm_warp<T, 1>(LZ_NORM_PASS, rows, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(256) rms_norm_warp_##NAME##_v2(LZ_NORM_ARGS(T)) { rms_norm_warp<T, 2>(LZ_NORM_PASS, rows, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(256) rms_norm_warp_##NAME##_v4(LZ_NORM_ARGS(T)) { rms_norm_warp<T, 4>(LZ_NORM_PASS, rows, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(1024) rms_norm_scalar_##NAME(LZ_NORM_ARGS(T)) { rms_norm_scalar<T>(LZ_NORM_PASS, hidden, eps); }
+
+LZ_RMS_NORM(bf16, __nv_bfloat16)
+LZ_RMS_NORM(f16, __half)
+LZ_RMS_NORM(f32, float)
+
+// Layer normalisation: y = (x − mean) / sqrt(var + eps) · w + b, per row, f32 statistics.
+// One block per row with the row in registers (V packs per thread): the mean and then the
+// variance of (x − mean) are two block reductions over registers, so memory is read once
+// and written once. Needs hidden % packsize == 0, 16-byte aligned rows, hidden ≤
+// 1024·V·packsize. Bytes moved: rows·hidden read and written, plus weight and bias.
+// layer_norm_scalar_<dtype>: any hidden and alignment, reads x three times.
+template <typename T, int V>
+__device__ __forceinline__ void layer_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ weight,
+                                                 const T* __restrict__ bias, T* __restrict__ y, long y_stride, int hidden,
+                                                 float eps) {
+    using P = Pack<T>;
+    const long row = blockIdx.x;
+    const int packs = hidden / P::N;
+    const P* xr = reinterpret_cast<const P*>(x + row * x_stride);
+    float vals[V][P::N];
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+            const P v = xr[p];
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                vals[i][k] = to_float(v.v[k]);
+                sum += vals[i][k];
+            }
+        }
+    }
+    const float mean = block_sum(sum) / hidden;
+    float sum_sq = 0.f;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                const float d = vals[i][k] - mean;
+                sum_sq += d * d;
+            }
+        }
+    }
+    const float inv_std = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    const P* wr = reinterpret_cast<const P*>(weight);
+    const P* br = reinterpret_cast<const P*>(bias);
+    P* yr = reinterpret_cast<P*>(y + row * y_stride);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int p = threadIdx.x + i * blockDim.x;
+        if (p < packs) {
+            const P w = wr[p];
+            P b;
+            if (bias != nullptr) b = br[p];
+            P out;
+#pragma unroll
+            for (int k = 0; k < P::N; ++k) {
+                const float shift = bias != nullptr ? to_float(b.v[k]) : 0.f;
+                out.v[k] = from_float<T>((vals[i][k] - mean) * inv_std * to_float(w.v[k]) + shift);
+            }
+            yr[p] = out;
+        }
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void layer_norm_scalar(const T* __restrict__ x, long x_stride, const T* __restrict__ weight,
+                                                  const T* __restrict__ bias, T* __restrict__ y, long y_stride, int hidden,
+                                                  float eps) {
+    const long row = blockIdx.x;
+    float sum = 0.f;
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) sum += to_float(x[row * x_stride + j]);
+    const float mean = block_sum(sum) / hidden;
+    float sum_sq = 0.f;
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) {
+        const float d = to_float(x[row * x_stride + j]) - mean;
+        sum_sq += d * d;
+    }
+    const float inv_std = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    for (int j = threadIdx.x; j < hidden; j += blockDim.x) {
+        const float shift = bias != nullptr ? to_float(bias[j]) : 0.f;
+        y[row * y_stride + j] = from_float<T>((to_float(x[row * x_stride + j]) - mean) * inv_std * to_float(weight[j]) + shift);
+    }
+}
+
+#define LZ_LN_ARGS(T) const T *x, long x_stride, const T *weight, const T *bias, T *y, long y_stride, int rows, int hidden, float eps
+#define LZ_LAYER_NORM(NAME, T)                                                                                                \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v1(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 1>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v2(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 2>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v4(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 4>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_block_##NAME##_v8(LZ_LN_ARGS(T)) {                         \
+        layer_norm_block<T, 8>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                          \
+    }                                                                                                                         \
+    extern "C" __global__ void __launch_bounds__(1024) layer_norm_scalar_##NAME(LZ_LN_ARGS(T)) {                             \
+        layer_norm_scalar<T>(x, x_stride, weight, bias, y, y_stride, hidden, eps);                                            \
+    }
+
+LZ_LAYER_NORM(bf16, __nv_bfloat16)
+LZ_LAYER_NORM(f16, __half)
+LZ_LAYER_NORM(f32, float)

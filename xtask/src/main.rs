@@ -1,0 +1,235 @@
+//! `cargo xtask`: LayerZero's build tasks.
+//!
+//! - `cargo xtask build-kernels [--check]`: compiles every `kernels/*.cu` to PTX with NVRTC
+//!   12.9 (from the PyPI wheels `nvidia-cuda-nvrtc-cu12` and `nvidia-cuda-runtime-cu12`,
+//!   whose folders it finds through `python3`) and writes `kernels/ptx/<name>.ptx`. With
+//!   `--check` it writes nothing and fails when a checked-in PTX differs from a fresh build.
+//! - `cargo xtask gpu-bundle`: builds the release GPU test and bench executables (feature
+//!   `cuda`) and copies them, with a `run.sh` that runs checks then timings, into `.gpu/`,
+//!   the folder to `carry` to the device machine.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::{env, fs};
+
+/// The GPU architecture the PTX targets: Hopper (H100/H200). PTX for sm_90 is forward
+/// compatible with later architectures through the driver's JIT.
+const ARCH: &str = "sm_90";
+const NVRTC_PIP: &str = "python3 -m pip install nvidia-cuda-nvrtc-cu12==12.9.86 'nvidia-cuda-runtime-cu12==12.9.*'";
+const REEXEC_MARK: &str = "LAYERZERO_XTASK_REEXEC";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build-kernels") => build_kernels(args.iter().any(|a| a == "--check")),
+        Some("gpu-bundle") => gpu_bundle(),
+        _ => Err("usage: cargo xtask build-kernels [--check] | cargo xtask gpu-bundle".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    // xtask/ sits at the root of the workspace.
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The NVRTC library folder and the CUDA headers folder of the PyPI wheels.
+fn nvrtc_folders() -> Result<(PathBuf, PathBuf), String> {
+    let output = Command::new("python3")
+        .args(["-c", "import site; print('\\n'.join(site.getsitepackages()))"])
+        .output()
+        .map_err(|e| format!("cannot run python3 to find the NVRTC wheel ({e}); install it with: {NVRTC_PIP}"))?;
+    let sites = String::from_utf8_lossy(&output.stdout).into_owned();
+    for site in sites.lines().map(PathBuf::from) {
+        let lib = site.join("nvidia/cuda_nvrtc/lib");
+        let include = site.join("nvidia/cuda_runtime/include");
+        if lib.join("libnvrtc.so.12").exists() && include.join("cuda_bf16.h").exists() {
+            return Ok((lib, include));
+        }
+    }
+    Err(format!(
+        "NVRTC 12.9 and the CUDA headers were not found in python3's site-packages; install them with: {NVRTC_PIP}"
+    ))
+}
+
+/// cudarc opens libnvrtc by name, so its folder must be on the loader's path when the
+/// process starts: if it is not, run this task again with it added.
+fn ensure_loader_path(lib: &Path) -> Result<Option<ExitCode>, String> {
+    let current = env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    if env::split_paths(&current).any(|p| p == lib) {
+        return Ok(None);
+    }
+    if env::var_os(REEXEC_MARK).is_some() {
+        return Err(format!("{} is on LD_LIBRARY_PATH but libnvrtc still cannot be loaded", lib.display()));
+    }
+    let paths = std::iter::once(lib.to_path_buf()).chain(env::split_paths(&current));
+    let joined = env::join_paths(paths).map_err(|e| e.to_string())?;
+    let exe = env::current_exe().map_err(|e| e.to_string())?;
+    let status = Command::new(exe)
+        .args(env::args_os().skip(1))
+        .env("LD_LIBRARY_PATH", joined)
+        .env(REEXEC_MARK, "1")
+        .status()
+        .map_err(|e| e.to_string())?;
+    Ok(Some(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE }))
+}
+
+fn build_kernels(check: bool) -> Result<(), String> {
+    let (lib, include) = nvrtc_folders()?;
+    if let Some(code) = ensure_loader_path(&lib)? {
+        return if code == ExitCode::SUCCESS { Ok(()) } else { Err("build-kernels failed".into()) };
+    }
+    let kernels = repo_root().join("kernels");
+    let mut sources: Vec<PathBuf> = fs::read_dir(&kernels)
+        .map_err(|e| format!("cannot read {}: {e}", kernels.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cu"))
+        .collect();
+    sources.sort();
+    let ptx_dir = kernels.join("ptx");
+    fs::create_dir_all(&ptx_dir).map_err(|e| e.to_string())?;
+
+    let mut stale = Vec::new();
+    for source in &sources {
+        let name = source.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        let code = fs::read_to_string(source).map_err(|e| format!("{}: {e}", source.display()))?;
+        let options = cudarc::nvrtc::CompileOptions {
+            arch: Some(ARCH),
+            include_paths: vec![kernels.display().to_string(), include.display().to_string()],
+            options: vec!["--std=c++17".into(), "-lineinfo".into()],
+            name: Some(format!("kernels/{name}.cu")),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(&code, options)
+            .map_err(|e| format!("kernels/{name}.cu does not compile:\n{e:?}"))?
+            .to_src();
+        // -lineinfo names source files by absolute path (`.file 1 "/home/.../kernels/x.cu"`);
+        // make them relative to the repository so the PTX is the same in every checkout.
+        let root_prefix = format!("\"{}/", repo_root().display());
+        let ptx = ptx.replace(&root_prefix, "\"");
+        let target = ptx_dir.join(format!("{name}.ptx"));
+        let current = fs::read_to_string(&target).unwrap_or_default();
+        if check {
+            if current != ptx {
+                stale.push(format!("kernels/ptx/{name}.ptx"));
+            }
+        } else if current != ptx {
+            fs::write(&target, &ptx).map_err(|e| format!("{}: {e}", target.display()))?;
+            println!("wrote kernels/ptx/{name}.ptx ({} bytes)", ptx.len());
+        } else {
+            println!("kernels/ptx/{name}.ptx is current");
+        }
+    }
+    // A PTX file whose source is gone is stale too.
+    for entry in fs::read_dir(&ptx_dir).map_err(|e| e.to_string())?.filter_map(Result::ok) {
+        let path = entry.path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "ptx") && !kernels.join(format!("{stem}.cu")).exists() {
+            stale.push(format!("kernels/ptx/{stem}.ptx (no source)"));
+        }
+    }
+    if stale.is_empty() {
+        if check {
+            println!("all {} PTX files are current", sources.len());
+        }
+        Ok(())
+    } else {
+        let mut message = String::from("stale PTX (run `cargo xtask build-kernels`):");
+        for file in stale {
+            let _ = write!(message, "\n  {file}");
+        }
+        Err(message)
+    }
+}
+
+/// Builds the release executables of the given cargo command and returns their paths.
+fn build_executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
+    let output = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        // `cargo bench` always builds with the optimised bench profile and takes no --release.
+        .args(if args.first() == Some(&"test") { &["--release"][..] } else { &[][..] })
+        .args(["--no-run", "--message-format=json-render-diagnostics"])
+        .current_dir(repo_root())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!("cargo {} failed:\n{}", args.join(" "), String::from_utf8_lossy(&output.stderr)));
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if let (Some(exe), Some(name)) = (message["executable"].as_str(), message["target"]["name"].as_str()) {
+            found.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    Ok(found)
+}
+
+fn gpu_bundle() -> Result<(), String> {
+    let root = repo_root();
+    let bundle = root.join(".gpu");
+    fs::create_dir_all(&bundle).map_err(|e| e.to_string())?;
+    let mut executables = build_executables(&[
+        "test",
+        "-p",
+        "layerzero-tests",
+        "--features",
+        "cuda",
+        "--test",
+        "gpu_tensor",
+        "--test",
+        "gpu_kernels",
+    ])?;
+    executables.extend(build_executables(&[
+        "bench",
+        "-p",
+        "layerzero-benches",
+        "--features",
+        "cuda",
+        "--bench",
+        "gpu_bench",
+    ])?);
+    for (name, exe) in &executables {
+        let target = bundle.join(name);
+        fs::copy(exe, &target).map_err(|e| format!("{}: {e}", exe.display()))?;
+        let _ = Command::new("strip").arg(&target).status();
+        println!("bundled {}", target.display());
+    }
+    fs::copy(root.join("benches/gpu/peers.py"), bundle.join("peers.py")).map_err(|e| e.to_string())?;
+    fs::write(bundle.join("run.sh"), RUN_SH).map_err(|e| e.to_string())?;
+    println!("carry `.gpu` and run `bash .gpu/run.sh` on the device machine");
+    Ok(())
+}
+
+const RUN_SH: &str = r#"#!/usr/bin/env bash
+# Runs LayerZero's GPU checks, then its GPU timings, in one command on the device machine.
+# Logs go to $OUT (or .gpu/out) so they come back.
+set -uo pipefail
+cd "$(dirname "$0")"
+OUT="${OUT:-out}"; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+status=0
+for t in gpu_tensor gpu_kernels; do
+  [ -x "$t" ] || continue
+  echo "== $t"; ./"$t" --test-threads 1 2>&1 | tee "$OUT/$t.log" | tail -4 || status=1
+  echo "== memcheck $t"; compute-sanitizer --tool memcheck --error-exitcode 9 ./"$t" --test-threads 1 > "$OUT/$t.memcheck.log" 2>&1 || status=1
+  tail -1 "$OUT/$t.memcheck.log"
+  echo "== racecheck $t"; compute-sanitizer --tool racecheck --error-exitcode 9 ./"$t" --test-threads 1 > "$OUT/$t.racecheck.log" 2>&1 || status=1
+  tail -1 "$OUT/$t.racecheck.log"
+done
+if [ -x gpu_bench ]; then
+  echo "== timings"; ./gpu_bench 2>&1 | tee "$OUT/bench.txt"
+fi
+if [ -f peers.py ]; then
+  echo "== peers (PyTorch eager, torch.compile, liger)"; python3 peers.py 2>&1 | tee "$OUT/peers.txt"
+fi
+exit $status
+"#;
