@@ -46,7 +46,7 @@
 //! benchmark in `benches/benches/kernels_cpu.rs` shows what that buys).
 
 //!
-//! With the `cuda` feature, [`cuda`] holds the CUDA backend: device discovery, PTX modules
+//! With the `cuda` feature, the `cuda` module holds the CUDA backend: device discovery, PTX modules
 //! loaded once per device, and memory-bound kernels (rms_norm in block, warp and scalar
 //! variants with an optional fused residual add, layer_norm, rope, and swiglu from two
 //! inputs or one fused gate-up input). Its `unsafe` is confined to `cuda/launch.rs`, which
