@@ -1,5 +1,6 @@
 //! [`KernelRegistry`]: every kernel LayerZero may choose, by id and by operation.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -28,6 +29,9 @@ use crate::RegistryError;
 /// ```
 pub struct KernelRegistry {
     current: ArcSwap<KernelSnapshot>,
+    // The current snapshot's version, readable with one atomic load (selection caches read
+    // it on every hit). Stored after the snapshot it describes is published.
+    version: AtomicU64,
     // Serialises writers so that no registration is lost between copy and publish.
     writer: Mutex<()>,
 }
@@ -124,7 +128,11 @@ impl KernelSnapshot {
 impl KernelRegistry {
     /// An empty registry.
     pub fn new() -> Self {
-        KernelRegistry { current: ArcSwap::from_pointee(KernelSnapshot::default()), writer: Mutex::new(()) }
+        KernelRegistry {
+            current: ArcSwap::from_pointee(KernelSnapshot::default()),
+            version: AtomicU64::new(0),
+            writer: Mutex::new(()),
+        }
     }
 
     /// Registers a kernel's spec without code (a catalog entry: selection and explain can
@@ -179,7 +187,11 @@ impl KernelRegistry {
         let mut next = KernelSnapshot::clone(&self.current.load());
         let result = change(&mut next)?;
         next.version += 1;
+        let version = next.version;
         self.current.store(Arc::new(next));
+        // Release pairs with the Acquire in `version()`: a reader that sees this version
+        // then loads a snapshot at least this new.
+        self.version.store(version, Ordering::Release);
         Ok(result)
     }
 
@@ -213,9 +225,11 @@ impl KernelRegistry {
         self.current.load().is_empty()
     }
 
-    /// The current snapshot's version (see [`KernelSnapshot::version`]).
+    /// The current snapshot's version (see [`KernelSnapshot::version`]): one atomic load.
+    /// A registration in progress may already be visible in [`snapshot`](Self::snapshot)
+    /// but not yet here; never the other way round.
     pub fn version(&self) -> u64 {
-        self.current.load().version()
+        self.version.load(Ordering::Acquire)
     }
 }
 
