@@ -63,7 +63,7 @@ impl Interner {
 }
 
 /// The known name closest to `input` by edit distance, if it is close enough to be a
-/// plausible typo (at most a third of the name's length, and at least one edit allowed).
+/// plausible typo: at most a third of the name's length in edits, and never fewer than two.
 pub fn nearest_name<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let budget = (input.chars().count() / 3).max(2);
     candidates
