@@ -11,8 +11,9 @@
 //! | [`static_dispatch`] | `layerzero-macros` | STATIC mode: a compile-time kernel map as a `match` router |
 //! | [`config`] | `layerzero-config` | `DispatchConfig`, the YAML schema v1.0, compiled rules |
 //! | [`selection_engine`] | `layerzero-select` | `SelectionEngine`, its cache, `explain_selection` |
+//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG dispatchers, fallbacks, telemetry |
 //!
-//! Circuit breakers, dispatchers and kernels join here as their crates land.
+//! Kernels and the remaining dispatch modes join here as they land.
 //!
 //! ```
 //! use layerzero::registry::get_global_kernel_registry;
@@ -53,6 +54,7 @@
 
 pub use layerzero_breaker as breaker;
 pub use layerzero_config as config;
+pub use layerzero_dispatch as dispatch;
 pub use layerzero_macros::static_dispatch;
 pub use layerzero_registry as registry;
 pub use layerzero_select as selection_engine;
