@@ -75,11 +75,11 @@ fn kernel(fault: Fault) -> TestKernel {
         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
         match fault {
             Fault::None => {}
-            Fault::FailEvery(every) if n % every == 0 => {
+            Fault::FailEvery(every) if n.is_multiple_of(every) => {
                 return Err(KernelError::Backend { backend: "test", message: format!("call {n} fails") });
             }
-            Fault::FailOrPanicEvery(every) if n % every == 0 => {
-                if (n / every) % 2 == 0 {
+            Fault::FailOrPanicEvery(every) if n.is_multiple_of(every) => {
+                if (n / every).is_multiple_of(2) {
                     panic!("call {n} panics");
                 }
                 return Err(KernelError::Backend { backend: "test", message: format!("call {n} fails") });
