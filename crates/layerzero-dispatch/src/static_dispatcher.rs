@@ -67,7 +67,7 @@ impl StaticDispatcher {
                     continue;
                 }
             };
-            let Some(id) = KernelId::lookup(kernel) else {
+            let Some(id) = KernelId::lookup(kernel).filter(|id| snapshot.get(*id).is_some()) else {
                 problems.push(format!("static_kernel_map[\"{operation}\"]: kernel `{kernel}` is not registered"));
                 continue;
             };
