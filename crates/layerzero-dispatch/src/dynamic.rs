@@ -66,12 +66,15 @@ impl EngineDispatch {
         Ok(dispatch)
     }
 
-    /// The kernel table, rebuilt first if the registry changed. Budget when current: one
-    /// `ArcSwap` load and one atomic load of the registry version.
+    /// The kernel table, holding code for every kernel of `chain` that the registry has
+    /// code for. Registration only adds kernels (an id's code never changes), so a table
+    /// that has every kernel asked for is current for them, and the registry's version is
+    /// read only when one is missing. Budget when all are present: one `ArcSwap` load and
+    /// one index check per kernel of the chain.
     #[inline]
-    fn table(&self) -> Guard<Arc<KernelTable>> {
+    fn table(&self, chain: impl Iterator<Item = KernelId> + Clone) -> Guard<Arc<KernelTable>> {
         let table = self.table.load();
-        if table.version == self.kernels.version() {
+        if chain.clone().all(|kernel| table.get(kernel).is_some()) || table.version == self.kernels.version() {
             return table;
         }
         drop(table);
@@ -133,8 +136,8 @@ impl EngineDispatch {
             Err(e) => return self.executor.fail(e.into()),
         };
         let selected = self.executor.now();
-        let table = self.table();
         let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());
+        let table = self.table(chain.clone());
         self.executor.run(operation, chain.map(|kernel| (kernel, table.get(kernel))), args, start, selected)
     }
 }
