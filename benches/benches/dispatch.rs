@@ -101,6 +101,13 @@ fn dispatchers(telemetry: bool) -> Vec<(&'static str, Arc<dyn Dispatcher>)> {
         .with_config(config(telemetry, DispatchMode::Static))
         .build()
         .expect("a static dispatcher");
+    let static_unguarded = StaticDispatcherBuilder::new()
+        .with_kernel(norm_spec("bench_rms_noop", 100), KernelImpl::norm(rms_norm_noop), RMS, true)
+        .with_config(
+            config(telemetry, DispatchMode::Static).to_builder().circuit_breaker_enabled(false).build().expect("valid"),
+        )
+        .build()
+        .expect("a static dispatcher");
     let dynamic =
         create_dynamic_dispatcher(kernels.clone(), backends.clone(), config(telemetry, DispatchMode::Dynamic), true)
             .expect("a dynamic dispatcher");
@@ -118,6 +125,7 @@ fn dispatchers(telemetry: bool) -> Vec<(&'static str, Arc<dyn Dispatcher>)> {
             .expect("a config dispatcher");
     vec![
         ("STATIC", Arc::new(static_dispatcher)),
+        ("STATIC, no breakers", Arc::new(static_unguarded)),
         ("DYNAMIC (cache hit)", Arc::new(dynamic)),
         ("CONFIG (101 rules, cache hit)", Arc::new(config_driven)),
     ]
@@ -133,6 +141,14 @@ fn main() {
             let _ = black_box(rms_norm_noop(args));
         }
     });
+    let kernel = KernelImpl::norm(rms_norm_noop);
+    let (p50, p99) = measure(
+        1,
+        Arc::new(move |args: &mut OpArgs<'_>| {
+            let _ = black_box(kernel.call(args));
+        }),
+    );
+    println!("KernelImpl::call (an Arc<dyn Fn> and a match), 1 thread: {p50:.1} / {p99:.1} ns");
     println!("per-call ns, p50 / p99 over {SAMPLES} samples of {BATCH} calls per thread");
     println!(
         "{:<32} {:>9} {:>7} {:>17} {:>17} {:>17}",
