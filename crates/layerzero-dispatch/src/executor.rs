@@ -104,6 +104,7 @@ impl Executor {
     /// atomic load each when CLOSED), the call inside `catch_unwind` (free unless it
     /// panics), one clock read when timing is on, and the telemetry's relaxed
     /// `fetch_add`s on this thread's shard when telemetry is on. No allocation, no lock.
+    #[inline]
     pub(crate) fn run<'k>(
         &self,
         operation: Operation,
@@ -135,6 +136,7 @@ impl Executor {
         }
     }
 
+    #[inline]
     fn run_chain<'k>(
         &self,
         operation: Operation,
@@ -228,6 +230,7 @@ impl Executor {
     }
 
     /// `Ok(None)` when breakers are off, `Ok(Some(permit))` when admitted, `Err` when refused.
+    #[inline]
     fn acquire(&self, kernel: KernelId) -> Result<Option<CallPermit<'_>>, ()> {
         match &self.breakers {
             None => Ok(None),

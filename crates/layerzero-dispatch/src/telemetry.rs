@@ -99,6 +99,7 @@ thread_local! {
     static THREAD_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+#[inline]
 fn shard_index() -> usize {
     THREAD_SHARD.with(|cell| {
         let index = cell.get();
@@ -167,6 +168,7 @@ impl Telemetry {
         }
     }
 
+    #[inline]
     fn shard(&self) -> &Shard {
         // `shard_index() < SHARDS == self.shards.len()`, so the fallback is never taken.
         self.shards.get(shard_index()).unwrap_or(&self.shards[0])
@@ -174,6 +176,7 @@ impl Telemetry {
 
     /// A dispatch that `kernel` answered. Budget: one relaxed `fetch_add` on this thread's
     /// shard (two when it was a fallback), plus one per latency given.
+    #[inline]
     pub(crate) fn record_success(&self, kernel: KernelId, was_fallback: bool, latency: Option<(u64, u64)>) {
         let shard = self.shard();
         match shard.successes.get(kernel.index() as usize) {
