@@ -13,8 +13,9 @@
 //! | [`selection_engine`] | `layerzero-select` | `SelectionEngine`, its cache, `explain_selection` |
 //! | [`breaker`] | `layerzero-breaker` | a lock-free circuit breaker per kernel |
 //! | [`kernels`] | `layerzero-kernels` | the built-in kernels (CPU) and `register_cpu_kernels` |
+//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG dispatchers, fallbacks, telemetry |
 //!
-//! The dispatchers join here as their crate lands.
+//! Hot reload and the orchestrator join `dispatch` as they land.
 //!
 //! ```
 //! use layerzero::registry::get_global_kernel_registry;
@@ -55,6 +56,7 @@
 
 pub use layerzero_breaker as breaker;
 pub use layerzero_config as config;
+pub use layerzero_dispatch as dispatch;
 pub use layerzero_kernels as kernels;
 pub use layerzero_macros::static_dispatch;
 pub use layerzero_registry as registry;

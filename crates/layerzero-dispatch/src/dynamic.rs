@@ -1,0 +1,337 @@
+//! DYNAMIC and CONFIG modes: [`DynamicDispatcher`] and [`ConfigDrivenDispatcher`], both the
+//! selection engine in front of the executor.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::{ArcSwap, Guard};
+use layerzero_breaker::{CircuitBreakerRegistry, Clock};
+use layerzero_config::{CompiledConfig, ConfigSchema, DispatchConfig, DispatchMode};
+use layerzero_registry::{BackendRegistry, KernelRegistry, get_global_backend_registry};
+use layerzero_select::{Explanation, SelectionEngine, Shared};
+use layerzero_types::{DispatchResult, KernelError, KernelId, KernelImpl, OpArgs, Operation, SelectionContext};
+
+use crate::executor::{Executor, check_args};
+use crate::telemetry::TelemetrySnapshot;
+use crate::{DispatchError, Dispatcher};
+
+/// The code of every registered kernel, indexed by [`KernelId::index`], for one registry
+/// version.
+struct KernelTable {
+    version: u64,
+    code: Vec<Option<KernelImpl>>,
+}
+
+impl KernelTable {
+    fn get(&self, kernel: KernelId) -> Option<&KernelImpl> {
+        self.code.get(kernel.index() as usize).and_then(Option::as_ref)
+    }
+}
+
+fn share<T>(shared: &Shared<T>) -> Shared<T> {
+    match shared {
+        Shared::Static(t) => Shared::Static(t),
+        Shared::Owned(t) => Shared::Owned(Arc::clone(t)),
+    }
+}
+
+/// What DYNAMIC and CONFIG share: engine, kernel code, executor.
+struct EngineDispatch {
+    engine: SelectionEngine,
+    kernels: Shared<KernelRegistry>,
+    table: ArcSwap<KernelTable>,
+    rebuild: Mutex<()>,
+    executor: Executor,
+}
+
+impl EngineDispatch {
+    fn new(
+        kernels: Shared<KernelRegistry>,
+        backends: Shared<BackendRegistry>,
+        config: &DispatchConfig,
+        policy: CompiledConfig,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<EngineDispatch, DispatchError> {
+        let executor = Executor::new(config, clock)?;
+        let engine = SelectionEngine::with_config(share(&kernels), backends, config, policy);
+        let dispatch = EngineDispatch {
+            engine,
+            kernels,
+            table: ArcSwap::from_pointee(KernelTable { version: u64::MAX, code: Vec::new() }),
+            rebuild: Mutex::new(()),
+            executor,
+        };
+        dispatch.refresh();
+        Ok(dispatch)
+    }
+
+    /// The kernel table, holding code for every kernel of `chain` that the registry has
+    /// code for. Registration only adds kernels (an id's code never changes), so a table
+    /// that has every kernel asked for is current for them, and the registry's version is
+    /// read only when one is missing. Budget when all are present: one `ArcSwap` load and
+    /// one index check per kernel of the chain.
+    #[inline]
+    fn table(&self, chain: impl Iterator<Item = KernelId> + Clone) -> Guard<Arc<KernelTable>> {
+        let table = self.table.load();
+        if chain.clone().all(|kernel| table.get(kernel).is_some()) || table.version == self.kernels.version() {
+            return table;
+        }
+        drop(table);
+        self.refresh();
+        self.table.load()
+    }
+
+    fn refresh(&self) {
+        // A poisoned lock only means another rebuild panicked; the table is still whole.
+        let _rebuild = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.kernels.snapshot();
+        if self.table.load().version == snapshot.version() {
+            return;
+        }
+        let mut code: Vec<Option<KernelImpl>> = Vec::new();
+        for spec in snapshot.iter() {
+            self.executor.register_kernel(spec.id);
+            if let Some(implementation) = snapshot.implementation(spec.id) {
+                let index = spec.id.index() as usize;
+                if code.len() <= index {
+                    code.resize(index + 1, None);
+                }
+                if let Some(slot) = code.get_mut(index) {
+                    *slot = Some(implementation.clone());
+                }
+            }
+        }
+        self.table.store(Arc::new(KernelTable { version: snapshot.version(), code }));
+    }
+
+    #[inline]
+    fn dispatch(
+        &self,
+        operation: Operation,
+        args: &mut OpArgs<'_>,
+        context: Option<&SelectionContext>,
+    ) -> Result<DispatchResult<()>, DispatchError> {
+        if let Err(e) = check_args(operation, args) {
+            return self.executor.fail(e);
+        }
+        let start: Option<Instant> = self.executor.now();
+        let derived;
+        let context = match context {
+            Some(context) => context,
+            None => match args.context() {
+                Ok(context) => {
+                    derived = context;
+                    &derived
+                }
+                Err(e) => {
+                    return self
+                        .executor
+                        .fail(DispatchError::InvalidArguments { operation, source: KernelError::Tensor(e) });
+                }
+            },
+        };
+        let selection = match self.engine.select(operation, context) {
+            Ok(selection) => selection,
+            Err(e) => return self.executor.fail(e.into()),
+        };
+        let selected = self.executor.now();
+        let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());
+        let table = self.table(chain.clone());
+        self.executor.run(operation, chain.map(|kernel| (kernel, table.get(kernel))), args, start, selected)
+    }
+}
+
+/// Seed 001's `DynamicDispatcher`: the [`SelectionEngine`] chooses per call (from its
+/// cache on a hit), then the executor runs the kernel with breakers and fallbacks.
+///
+/// Build one with [`create_dynamic_dispatcher`] or [`DynamicDispatcher::with_clock`].
+pub struct DynamicDispatcher {
+    inner: EngineDispatch,
+}
+
+impl std::fmt::Debug for DynamicDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamicDispatcher").finish_non_exhaustive()
+    }
+}
+
+/// Seed 001's `create_dynamic_dispatcher`. `use_mvcc_cache` keeps the engine's selection
+/// cache (lock-free reads, answers keyed by policy and registry version, so a change is
+/// never served stale: the seed's MVCC cache); `false` turns caching off whatever
+/// `config.enable_cache()` says. With `config.config_path()` set, that rules file is the
+/// policy (its `fallback_chains` and `defaults.fallback_policy` give the fallbacks);
+/// without it, base priorities decide and there are no fallbacks.
+pub fn create_dynamic_dispatcher(
+    kernel_registry: impl Into<Shared<KernelRegistry>>,
+    backend_registry: impl Into<Shared<BackendRegistry>>,
+    config: DispatchConfig,
+    use_mvcc_cache: bool,
+) -> Result<DynamicDispatcher, DispatchError> {
+    DynamicDispatcher::with_clock(kernel_registry, backend_registry, config, use_mvcc_cache, None)
+}
+
+impl DynamicDispatcher {
+    /// Like [`create_dynamic_dispatcher`], with breakers reading time from `clock` when
+    /// given (a `ManualClock` in tests).
+    pub fn with_clock(
+        kernel_registry: impl Into<Shared<KernelRegistry>>,
+        backend_registry: impl Into<Shared<BackendRegistry>>,
+        config: DispatchConfig,
+        use_mvcc_cache: bool,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<DynamicDispatcher, DispatchError> {
+        let config = if use_mvcc_cache { config } else { config.to_builder().enable_cache(false).build()? };
+        let policy = match config.config_path() {
+            Some(path) => ConfigSchema.load_file(path)?.compiled,
+            None => CompiledConfig::default(),
+        };
+        let inner = EngineDispatch::new(kernel_registry.into(), backend_registry.into(), &config, policy, clock)?;
+        Ok(DynamicDispatcher { inner })
+    }
+
+    /// The selection engine (seed: `dispatcher.selection_engine`).
+    pub fn selection_engine(&self) -> &SelectionEngine {
+        &self.inner.engine
+    }
+
+    /// The circuit breakers, when the config enables them (seed: `dispatcher.circuit_breaker`).
+    pub fn circuit_breakers(&self) -> Option<&CircuitBreakerRegistry> {
+        self.inner.executor.breakers()
+    }
+
+    /// The telemetry so far.
+    pub fn telemetry(&self) -> TelemetrySnapshot {
+        self.inner.executor.telemetry().snapshot()
+    }
+}
+
+impl Dispatcher for DynamicDispatcher {
+    /// Budget on a cache hit with a no-op kernel: the context from the arguments' metadata
+    /// (when not given), the engine's cache hit (no lock, no allocation, no shared write),
+    /// one `ArcSwap` load for the kernel table, then the executor. With timing on, three
+    /// clock reads; with telemetry on, a few relaxed `fetch_add`s on this thread's shard.
+    fn dispatch(
+        &self,
+        operation: Operation,
+        args: &mut OpArgs<'_>,
+        context: Option<&SelectionContext>,
+    ) -> Result<DispatchResult<()>, DispatchError> {
+        self.inner.dispatch(operation, args, context)
+    }
+
+    fn kernel_for(&self, operation: Operation, context: &SelectionContext) -> Result<KernelId, DispatchError> {
+        Ok(self.inner.engine.select(operation, context)?.kernel)
+    }
+
+    fn mode(&self) -> DispatchMode {
+        DispatchMode::Dynamic
+    }
+}
+
+/// Seed 001's `ConfigDrivenDispatcher`: a rules file (YAML or JSON, schema v1.0) decides,
+/// through the selection engine; [`reload_config`](Self::reload_config) swaps the rules
+/// while calls run (calls in flight finish with the rules they started with).
+pub struct ConfigDrivenDispatcher {
+    inner: EngineDispatch,
+}
+
+impl std::fmt::Debug for ConfigDrivenDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigDrivenDispatcher").field("policy_version", &self.policy_version()).finish_non_exhaustive()
+    }
+}
+
+/// Seed 001's `create_config_dispatcher`: the rules of `config_path`, kernels from
+/// `kernel_registry`, backends from the process-wide backend registry, and a selection
+/// cache of `cache_size` entries living `cache_ttl_seconds`.
+pub fn create_config_dispatcher(
+    config_path: impl AsRef<Path>,
+    kernel_registry: impl Into<Shared<KernelRegistry>>,
+    cache_size: usize,
+    cache_ttl_seconds: f64,
+) -> Result<ConfigDrivenDispatcher, DispatchError> {
+    let policy = ConfigSchema.load_file(config_path)?.compiled;
+    let config = DispatchConfig::builder()
+        .mode(DispatchMode::Config)
+        .cache_size(cache_size)
+        .cache_ttl_seconds(cache_ttl_seconds)
+        .build()?;
+    ConfigDrivenDispatcher::new(kernel_registry, get_global_backend_registry(), config, policy, None)
+}
+
+impl ConfigDrivenDispatcher {
+    /// A dispatcher with an already compiled policy, and breakers reading time from
+    /// `clock` when given.
+    pub fn new(
+        kernel_registry: impl Into<Shared<KernelRegistry>>,
+        backend_registry: impl Into<Shared<BackendRegistry>>,
+        config: DispatchConfig,
+        policy: CompiledConfig,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<ConfigDrivenDispatcher, DispatchError> {
+        let inner = EngineDispatch::new(kernel_registry.into(), backend_registry.into(), &config, policy, clock)?;
+        Ok(ConfigDrivenDispatcher { inner })
+    }
+
+    /// Loads the rules file at `path` and, if it is valid, makes it the policy; returns
+    /// the new policy version. An invalid file changes nothing and its error lists every
+    /// problem.
+    pub fn reload_config(&self, path: impl AsRef<Path>) -> Result<u64, DispatchError> {
+        let policy = ConfigSchema.load_file(path)?.compiled;
+        Ok(self.inner.engine.set_policy(policy))
+    }
+
+    /// Like [`reload_config`](Self::reload_config), from the file's text.
+    pub fn reload_source(&self, source: &str) -> Result<u64, DispatchError> {
+        let policy = ConfigSchema.load(source)?.compiled;
+        Ok(self.inner.engine.set_policy(policy))
+    }
+
+    /// The current policy's version (1 for the first).
+    pub fn policy_version(&self) -> u64 {
+        self.inner.engine.policy_version()
+    }
+
+    /// Why `operation` in `context` selects what it selects (every candidate's verdict,
+    /// the lock or rule that decided, the fallbacks).
+    pub fn explain_selection(&self, operation: Operation, context: &SelectionContext) -> Explanation {
+        self.inner.engine.explain_selection(operation, context)
+    }
+
+    /// The selection engine.
+    pub fn selection_engine(&self) -> &SelectionEngine {
+        &self.inner.engine
+    }
+
+    /// The circuit breakers, when the config enables them.
+    pub fn circuit_breakers(&self) -> Option<&CircuitBreakerRegistry> {
+        self.inner.executor.breakers()
+    }
+
+    /// The telemetry so far.
+    pub fn telemetry(&self) -> TelemetrySnapshot {
+        self.inner.executor.telemetry().snapshot()
+    }
+}
+
+impl Dispatcher for ConfigDrivenDispatcher {
+    /// The same path and budget as [`DynamicDispatcher`]'s; the rules are part of the
+    /// engine's cached answer, so a hit costs no rule evaluation.
+    fn dispatch(
+        &self,
+        operation: Operation,
+        args: &mut OpArgs<'_>,
+        context: Option<&SelectionContext>,
+    ) -> Result<DispatchResult<()>, DispatchError> {
+        self.inner.dispatch(operation, args, context)
+    }
+
+    fn kernel_for(&self, operation: Operation, context: &SelectionContext) -> Result<KernelId, DispatchError> {
+        Ok(self.inner.engine.select(operation, context)?.kernel)
+    }
+
+    fn mode(&self) -> DispatchMode {
+        DispatchMode::Config
+    }
+}

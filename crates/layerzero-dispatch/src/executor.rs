@@ -1,0 +1,272 @@
+//! The executor: runs a chain of kernels (the chosen one, then its fallbacks) behind their
+//! circuit breakers, catching panics, within the fallback budget, and records the outcome.
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use layerzero_breaker::{CallPermit, CircuitBreakerConfig, CircuitBreakerRegistry, Clock};
+use layerzero_config::DispatchConfig;
+use layerzero_types::{ArgsKind, DispatchResult, DispatchTiming, KernelError, KernelId, KernelImpl, OpArgs, Operation};
+
+use crate::telemetry::{AttemptOutcome, Telemetry};
+use crate::{AttemptError, DispatchError};
+
+/// Runs kernels for the dispatchers; one per dispatcher.
+pub(crate) struct Executor {
+    enable_fallback: bool,
+    max_fallback_attempts: u32,
+    fallback_budget: Duration,
+    log_fallbacks: bool,
+    record_timing: bool,
+    telemetry_enabled: bool,
+    breakers: Option<CircuitBreakerRegistry>,
+    telemetry: Telemetry,
+}
+
+/// The breaker settings a [`DispatchConfig`] implies: its `failure_threshold`, and its
+/// `recovery_timeout_seconds` as the cooldown; the rest are the breaker's defaults.
+pub fn breaker_config(config: &DispatchConfig) -> CircuitBreakerConfig {
+    CircuitBreakerConfig {
+        failure_threshold: config.failure_threshold(),
+        cooldown_seconds: config.recovery_timeout_seconds(),
+        ..CircuitBreakerConfig::default()
+    }
+}
+
+impl Executor {
+    /// An executor with `config`'s fallback, timing, telemetry and breaker settings;
+    /// breakers read time from `clock` when one is given.
+    pub(crate) fn new(config: &DispatchConfig, clock: Option<Arc<dyn Clock>>) -> Result<Executor, DispatchError> {
+        let breakers = if config.circuit_breaker_enabled() {
+            let breaker_config = breaker_config(config);
+            Some(match clock {
+                Some(clock) => CircuitBreakerRegistry::with_clock(breaker_config, clock)?,
+                None => CircuitBreakerRegistry::new(breaker_config)?,
+            })
+        } else {
+            None
+        };
+        // The config builder checks the value is finite and positive; clamp anyway so no
+        // value can make `from_secs_f64` panic.
+        let budget_ms = config.fallback_timeout_ms();
+        let fallback_budget = if budget_ms.is_finite() && budget_ms > 0.0 {
+            Duration::try_from_secs_f64(budget_ms / 1e3).unwrap_or(Duration::MAX)
+        } else {
+            Duration::ZERO
+        };
+        Ok(Executor {
+            enable_fallback: config.enable_fallback(),
+            max_fallback_attempts: config.max_fallback_attempts(),
+            fallback_budget,
+            log_fallbacks: config.log_fallbacks(),
+            record_timing: config.record_timing(),
+            telemetry_enabled: config.enable_telemetry(),
+            breakers,
+            telemetry: Telemetry::new(),
+        })
+    }
+
+    pub(crate) fn breakers(&self) -> Option<&CircuitBreakerRegistry> {
+        self.breakers.as_ref()
+    }
+
+    pub(crate) fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    pub(crate) fn register_kernel(&self, kernel: KernelId) {
+        self.telemetry.register_kernel(kernel);
+    }
+
+    /// A clock reading when timing is recorded (else no clock is read).
+    #[inline]
+    pub(crate) fn now(&self) -> Option<Instant> {
+        self.record_timing.then(Instant::now)
+    }
+
+    /// Fails a dispatch that never reached a kernel, counting it.
+    pub(crate) fn fail<T>(&self, error: DispatchError) -> Result<T, DispatchError> {
+        if self.telemetry_enabled {
+            self.telemetry.record_error();
+        }
+        Err(error)
+    }
+
+    /// Runs `chain` for `operation`: the first kernel, then on error or panic the next,
+    /// up to `max_fallback_attempts` fallbacks that actually run, none started once
+    /// `fallback_timeout_ms` has passed since the first failure. A kernel whose breaker
+    /// refuses it is skipped (and not counted as an attempt); a kernel without code is
+    /// skipped.
+    ///
+    /// Budget when the first kernel succeeds: its breaker's acquire and success (one
+    /// atomic load each when CLOSED), the call inside `catch_unwind` (free unless it
+    /// panics), one clock read when timing is on, and the telemetry's relaxed
+    /// `fetch_add`s on this thread's shard when telemetry is on. No allocation, no lock.
+    #[inline]
+    pub(crate) fn run<'k>(
+        &self,
+        operation: Operation,
+        chain: impl Iterator<Item = (KernelId, Option<&'k KernelImpl>)>,
+        args: &mut OpArgs<'_>,
+        start: Option<Instant>,
+        selected: Option<Instant>,
+    ) -> Result<DispatchResult<()>, DispatchError> {
+        match self.run_chain(operation, chain, args) {
+            Ok((kernel_id, was_fallback)) => {
+                let timing = match (start, selected) {
+                    (Some(start), Some(selected)) => {
+                        let end = Instant::now();
+                        DispatchTiming {
+                            total_ns: nanos(end.saturating_duration_since(start)),
+                            selection_ns: nanos(selected.saturating_duration_since(start)),
+                            execution_ns: nanos(end.saturating_duration_since(selected)),
+                        }
+                    }
+                    _ => DispatchTiming::default(),
+                };
+                if self.telemetry_enabled {
+                    let latency = self.record_timing.then_some((timing.selection_ns, timing.total_ns));
+                    self.telemetry.record_success(kernel_id, was_fallback, latency);
+                }
+                Ok(DispatchResult { output: (), kernel_id, timing, was_fallback })
+            }
+            Err(error) => self.fail(error),
+        }
+    }
+
+    #[inline]
+    fn run_chain<'k>(
+        &self,
+        operation: Operation,
+        chain: impl Iterator<Item = (KernelId, Option<&'k KernelImpl>)>,
+        args: &mut OpArgs<'_>,
+    ) -> Result<(KernelId, bool), DispatchError> {
+        let max_runs = if self.enable_fallback { self.max_fallback_attempts.saturating_add(1) } else { 1 };
+        // `Vec::new` does not allocate: the success path never touches the heap.
+        let mut attempts: Vec<(KernelId, AttemptError)> = Vec::new();
+        let mut runs = 0u32;
+        let mut first_failure: Option<Instant> = None;
+        for (position, (kernel, implementation)) in chain.enumerate() {
+            if runs >= max_runs || (position > 0 && !self.enable_fallback) {
+                break;
+            }
+            let Some(implementation) = implementation else {
+                attempts.push((kernel, AttemptError::NoImplementation));
+                continue;
+            };
+            if let Some(failed_at) = first_failure
+                && failed_at.elapsed() >= self.fallback_budget
+            {
+                return Err(DispatchError::FallbackBudgetExhausted {
+                    operation,
+                    budget: self.fallback_budget,
+                    attempts,
+                });
+            }
+            let permit = match self.acquire(kernel) {
+                Ok(permit) => permit,
+                Err(()) => {
+                    if self.telemetry_enabled {
+                        self.telemetry.record_attempt_failure(kernel, AttemptOutcome::CircuitOpen);
+                    }
+                    self.log(operation, kernel, &AttemptError::CircuitOpen);
+                    attempts.push((kernel, AttemptError::CircuitOpen));
+                    continue;
+                }
+            };
+            runs += 1;
+            let outcome = catch_unwind(AssertUnwindSafe(|| implementation.call(args)));
+            let error = match outcome {
+                Ok(Ok(())) => {
+                    if let Some(permit) = permit {
+                        permit.record_success();
+                    }
+                    if position > 0 && self.log_fallbacks {
+                        tracing::info!(%operation, kernel = %kernel, position, "fallback kernel produced the output");
+                    }
+                    return Ok((kernel, position > 0));
+                }
+                Ok(Err(KernelError::InvalidArgument(message))) => {
+                    // The caller's arguments are wrong: not the kernel's fault, and no
+                    // other kernel would take them. The permit is released uncounted.
+                    drop(permit);
+                    return Err(DispatchError::InvalidArguments {
+                        operation,
+                        source: KernelError::InvalidArgument(message),
+                    });
+                }
+                Ok(Err(error)) => {
+                    if self.telemetry_enabled {
+                        self.telemetry.record_attempt_failure(kernel, AttemptOutcome::Failed);
+                    }
+                    AttemptError::Failed(error)
+                }
+                Err(payload) => {
+                    if self.telemetry_enabled {
+                        self.telemetry.record_attempt_failure(kernel, AttemptOutcome::Panicked);
+                    }
+                    AttemptError::Panicked(panic_message(payload.as_ref()))
+                }
+            };
+            if let Some(permit) = permit {
+                permit.record_failure();
+            }
+            self.log(operation, kernel, &error);
+            attempts.push((kernel, error));
+            first_failure.get_or_insert_with(Instant::now);
+        }
+        if attempts.is_empty() {
+            return Err(DispatchError::NoKernel { operation });
+        }
+        if runs == 0 && attempts.iter().all(|(_, e)| *e == AttemptError::CircuitOpen) {
+            return Err(DispatchError::CircuitOpen {
+                operation,
+                kernels: attempts.into_iter().map(|(k, _)| k).collect(),
+            });
+        }
+        Err(DispatchError::FallbackChainExhausted { operation, attempts })
+    }
+
+    /// `Ok(None)` when breakers are off, `Ok(Some(permit))` when admitted, `Err` when refused.
+    #[inline]
+    fn acquire(&self, kernel: KernelId) -> Result<Option<CallPermit<'_>>, ()> {
+        match &self.breakers {
+            None => Ok(None),
+            Some(breakers) => breakers.get_circuit(kernel).try_acquire().map(Some).map_err(drop),
+        }
+    }
+
+    fn log(&self, operation: Operation, kernel: KernelId, error: &AttemptError) {
+        if self.log_fallbacks {
+            tracing::warn!(%operation, kernel = %kernel, %error, "kernel gave no output; trying the next in the chain");
+        }
+    }
+}
+
+/// Checks that `args` are the family `operation` takes (custom operations take any).
+#[inline]
+pub(crate) fn check_args(operation: Operation, args: &OpArgs<'_>) -> Result<(), DispatchError> {
+    if let Some(known) = operation.known() {
+        let expected = ArgsKind::of(known);
+        if args.kind() != expected {
+            return Err(DispatchError::WrongArguments { operation, expected, actual: args.kind() });
+        }
+    }
+    Ok(())
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,408 @@
+//! Dispatch telemetry: counters and latency histograms recorded per thread shard and
+//! merged when read, and the [`TelemetrySnapshot`] a reader gets.
+//!
+//! Recording never takes a lock and never allocates. Each thread is given a shard (its
+//! own cache lines) the first time it records, round-robin over [`SHARDS`] shards, so up to
+//! that many threads never write the same line; beyond that, threads share shards and the
+//! relaxed `fetch_add`s stay correct, only slower. Readers sum the shards.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use layerzero_types::KernelId;
+use serde::{Deserialize, Serialize};
+
+/// Number of shards counters and histograms are split over.
+pub const SHARDS: usize = 16;
+/// Kernels with an interned index below this have their own counters; the rest are
+/// counted together as `untracked` (totals stay exact).
+pub const TRACKED_KERNELS: usize = 1024;
+
+// 8 buckets per power of two: a bucket's upper bound is at most 12.5 % above its lower.
+const SUB_BITS: u32 = 3;
+const SUB: u64 = 1 << SUB_BITS;
+const BUCKETS: usize = ((64 - SUB_BITS as usize) << SUB_BITS) + SUB as usize;
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < SUB {
+        return ns as usize;
+    }
+    let exponent = 63 - ns.leading_zeros(); // >= SUB_BITS
+    let mantissa = (ns >> (exponent - SUB_BITS)) & (SUB - 1);
+    (((exponent - SUB_BITS + 1) as usize) << SUB_BITS) + mantissa as usize
+}
+
+/// The largest value that falls in `bucket` (what percentiles report: an upper bound).
+fn bucket_upper(bucket: usize) -> u64 {
+    if bucket < SUB as usize {
+        return bucket as u64;
+    }
+    let exponent = (bucket >> SUB_BITS) as u32 + SUB_BITS - 1;
+    let mantissa = (bucket as u64) & (SUB - 1);
+    let low = (SUB | mantissa) << (exponent - SUB_BITS);
+    low.saturating_add((1u64 << (exponent - SUB_BITS)) - 1)
+}
+
+struct Histogram {
+    buckets: Box<[AtomicU64]>,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    fn record(&self, ns: u64) {
+        if let Some(bucket) = self.buckets.get(bucket_of(ns)) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[repr(align(128))]
+struct Shard {
+    // Counters change only by relaxed `fetch_add`: each is a plain count, read as a sum;
+    // no other memory is published through them.
+    successes: Box<[AtomicU64]>,
+    untracked_successes: AtomicU64,
+    errors: AtomicU64,
+    fallbacks: AtomicU64,
+    selection: Histogram,
+    total: Histogram,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            successes: (0..TRACKED_KERNELS).map(|_| AtomicU64::new(0)).collect(),
+            untracked_successes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            selection: Histogram::new(),
+            total: Histogram::new(),
+        }
+    }
+}
+
+/// Counters touched only when a kernel fails or is skipped (off the hot path), shared.
+struct FailureCounters {
+    failures: Box<[AtomicU64]>,
+    panics: Box<[AtomicU64]>,
+    circuit_skips: Box<[AtomicU64]>,
+    untracked_failures: AtomicU64,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+#[inline]
+fn shard_index() -> usize {
+    THREAD_SHARD.with(|cell| {
+        let index = cell.get();
+        if index != usize::MAX {
+            return index;
+        }
+        let index = NEXT_THREAD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        cell.set(index);
+        index
+    })
+}
+
+/// What happened to one kernel attempt, for [`Telemetry::record_attempt_failure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttemptOutcome {
+    Failed,
+    Panicked,
+    CircuitOpen,
+}
+
+/// The counters and histograms of one dispatcher.
+pub struct Telemetry {
+    shards: Box<[Shard]>,
+    failures: FailureCounters,
+    // The id behind each tracked index, filled when a dispatcher learns of a kernel (at
+    // build, or when its kernel table is rebuilt), so the hot path never writes it.
+    names: Box<[OnceLock<KernelId>]>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
+
+fn counters() -> Box<[AtomicU64]> {
+    (0..TRACKED_KERNELS).map(|_| AtomicU64::new(0)).collect()
+}
+
+impl Telemetry {
+    /// Empty telemetry (about 200 KiB: [`SHARDS`] shards of per-kernel counters and two
+    /// histograms).
+    pub fn new() -> Self {
+        Telemetry {
+            shards: (0..SHARDS).map(|_| Shard::new()).collect(),
+            failures: FailureCounters {
+                failures: counters(),
+                panics: counters(),
+                circuit_skips: counters(),
+                untracked_failures: AtomicU64::new(0),
+            },
+            names: (0..TRACKED_KERNELS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Makes `kernel`'s counts appear under its name in snapshots.
+    pub(crate) fn register_kernel(&self, kernel: KernelId) {
+        if let Some(slot) = self.names.get(kernel.index() as usize) {
+            let _ = slot.set(kernel);
+        }
+    }
+
+    #[inline]
+    fn shard(&self) -> &Shard {
+        // `shard_index() < SHARDS == self.shards.len()`, so the fallback is never taken.
+        self.shards.get(shard_index()).unwrap_or(&self.shards[0])
+    }
+
+    /// A dispatch that `kernel` answered. Budget: one relaxed `fetch_add` on this thread's
+    /// shard (two when it was a fallback), plus one per latency given.
+    #[inline]
+    pub(crate) fn record_success(&self, kernel: KernelId, was_fallback: bool, latency: Option<(u64, u64)>) {
+        let shard = self.shard();
+        match shard.successes.get(kernel.index() as usize) {
+            Some(counter) => counter.fetch_add(1, Ordering::Relaxed),
+            None => shard.untracked_successes.fetch_add(1, Ordering::Relaxed),
+        };
+        if was_fallback {
+            shard.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((selection_ns, total_ns)) = latency {
+            shard.selection.record(selection_ns);
+            shard.total.record(total_ns);
+        }
+    }
+
+    /// A dispatch that ended in an error.
+    pub(crate) fn record_error(&self) {
+        self.shard().errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One kernel attempt that gave no output (failure path only).
+    pub(crate) fn record_attempt_failure(&self, kernel: KernelId, outcome: AttemptOutcome) {
+        self.register_kernel(kernel);
+        let index = kernel.index() as usize;
+        let table = match outcome {
+            AttemptOutcome::Failed => &self.failures.failures,
+            AttemptOutcome::Panicked => &self.failures.panics,
+            AttemptOutcome::CircuitOpen => &self.failures.circuit_skips,
+        };
+        match table.get(index) {
+            Some(counter) => counter.fetch_add(1, Ordering::Relaxed),
+            None => self.failures.untracked_failures.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Sums every shard. Counters read while dispatches run are each exact at some moment
+    /// during the read, not all at the same moment; read when quiet for totals that add up.
+    pub fn snapshot(&self) -> TelemetrySnapshot {
+        let mut successes = vec![0u64; TRACKED_KERNELS];
+        let mut untracked_successes = 0;
+        let mut errors = 0;
+        let mut fallbacks = 0;
+        let mut selection = vec![0u64; BUCKETS];
+        let mut total = vec![0u64; BUCKETS];
+        for shard in self.shards.iter() {
+            for (sum, counter) in successes.iter_mut().zip(shard.successes.iter()) {
+                *sum += counter.load(Ordering::Relaxed);
+            }
+            untracked_successes += shard.untracked_successes.load(Ordering::Relaxed);
+            errors += shard.errors.load(Ordering::Relaxed);
+            fallbacks += shard.fallbacks.load(Ordering::Relaxed);
+            for (sum, bucket) in selection.iter_mut().zip(shard.selection.buckets.iter()) {
+                *sum += bucket.load(Ordering::Relaxed);
+            }
+            for (sum, bucket) in total.iter_mut().zip(shard.total.buckets.iter()) {
+                *sum += bucket.load(Ordering::Relaxed);
+            }
+        }
+        let mut kernels = Vec::new();
+        for (index, successes) in successes.iter().enumerate() {
+            let load = |table: &[AtomicU64]| table.get(index).map_or(0, |c| c.load(Ordering::Relaxed));
+            let failures = load(&self.failures.failures);
+            let panics = load(&self.failures.panics);
+            let circuit_open_skips = load(&self.failures.circuit_skips);
+            if *successes + failures + panics + circuit_open_skips == 0 {
+                continue;
+            }
+            let Some(kernel) = self.names.get(index).and_then(OnceLock::get) else { continue };
+            kernels.push(KernelTelemetry {
+                kernel: kernel.as_str().to_owned(),
+                successes: *successes,
+                failures,
+                panics,
+                circuit_open_skips,
+            });
+        }
+        kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
+        let success_count = successes.iter().sum::<u64>() + untracked_successes;
+        TelemetrySnapshot {
+            dispatch_count: success_count + errors,
+            success_count,
+            error_count: errors,
+            fallback_count: fallbacks,
+            cache_hits: None,
+            cache_hit_rate: None,
+            kernels,
+            untracked_kernel_successes: untracked_successes,
+            untracked_kernel_failures: self.failures.untracked_failures.load(Ordering::Relaxed),
+            selection_latency: LatencySummary::from_buckets(&selection),
+            total_latency: LatencySummary::from_buckets(&total),
+        }
+    }
+}
+
+/// Latency percentiles of one histogram, in nanoseconds (each an upper bound of its
+/// bucket: at most 12.5 % above the true value).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// Largest (bucket bound).
+    pub max_ns: u64,
+}
+
+impl LatencySummary {
+    fn from_buckets(buckets: &[u64]) -> LatencySummary {
+        let count: u64 = buckets.iter().sum();
+        if count == 0 {
+            return LatencySummary::default();
+        }
+        let at = |quantile: f64| {
+            let rank = ((count as f64) * quantile).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (bucket, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return bucket_upper(bucket);
+                }
+            }
+            0
+        };
+        let max = buckets.iter().rposition(|&n| n > 0).map_or(0, bucket_upper);
+        LatencySummary { count, p50_ns: at(0.50), p99_ns: at(0.99), max_ns: max }
+    }
+
+    /// The median in microseconds.
+    pub fn p50_us(&self) -> f64 {
+        self.p50_ns as f64 / 1e3
+    }
+
+    /// The 99th percentile in microseconds.
+    pub fn p99_us(&self) -> f64 {
+        self.p99_ns as f64 / 1e3
+    }
+}
+
+/// One kernel's counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelTelemetry {
+    /// The kernel's id.
+    pub kernel: String,
+    /// Dispatches it answered.
+    pub successes: u64,
+    /// Attempts that returned an error.
+    pub failures: u64,
+    /// Attempts that panicked (caught).
+    pub panics: u64,
+    /// Times its breaker refused it.
+    pub circuit_open_skips: u64,
+}
+
+/// What a dispatcher's telemetry says at one moment; serialisable.
+///
+/// `dispatch_count == success_count + error_count`, and `success_count` is the sum of the
+/// kernels' `successes` plus `untracked_kernel_successes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TelemetrySnapshot {
+    /// Dispatches that finished (with an output or an error).
+    pub dispatch_count: u64,
+    /// Dispatches that produced an output.
+    pub success_count: u64,
+    /// Dispatches that returned an error.
+    pub error_count: u64,
+    /// Dispatches whose output came from a fallback kernel.
+    pub fallback_count: u64,
+    /// Selection-cache hits. `None`: the selection engine does not report hits, and
+    /// this crate does not guess them.
+    pub cache_hits: Option<u64>,
+    /// Selection-cache hit rate; `None` for the same reason.
+    pub cache_hit_rate: Option<f64>,
+    /// Per-kernel counts, by kernel id.
+    pub kernels: Vec<KernelTelemetry>,
+    /// Successes of kernels past [`TRACKED_KERNELS`].
+    pub untracked_kernel_successes: u64,
+    /// Failed attempts of kernels past [`TRACKED_KERNELS`].
+    pub untracked_kernel_failures: u64,
+    /// Time choosing the kernel (recorded when `record_timing` is on).
+    pub selection_latency: LatencySummary,
+    /// Whole-dispatch time (recorded when `record_timing` is on).
+    pub total_latency: LatencySummary,
+}
+
+impl TelemetrySnapshot {
+    /// The counts of `kernel`, if it was recorded.
+    pub fn kernel(&self, kernel: KernelId) -> Option<&KernelTelemetry> {
+        self.kernels.iter().find(|k| k.kernel == kernel.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_bound_their_values_within_an_eighth() {
+        for ns in [0u64, 1, 7, 8, 9, 15, 16, 17, 100, 1_000, 12_345, 1 << 40, u64::MAX] {
+            let bucket = bucket_of(ns);
+            assert!(bucket < BUCKETS, "{ns}");
+            let upper = bucket_upper(bucket);
+            assert!(upper >= ns, "{ns} -> {upper}");
+            assert!(upper - ns <= ns / 8 + 1, "{ns} -> {upper}");
+        }
+    }
+
+    #[test]
+    fn percentiles_and_counts_add_up() {
+        let telemetry = Telemetry::new();
+        let a = KernelId::new("telemetry_unit_a").unwrap();
+        telemetry.register_kernel(a);
+        for i in 1..=100u64 {
+            telemetry.record_success(a, i % 10 == 0, Some((i, i * 10)));
+        }
+        telemetry.record_error();
+        telemetry.record_attempt_failure(a, AttemptOutcome::Panicked);
+        let snapshot = telemetry.snapshot();
+        assert_eq!((snapshot.dispatch_count, snapshot.success_count, snapshot.error_count), (101, 100, 1));
+        assert_eq!(snapshot.fallback_count, 10);
+        let kernel = snapshot.kernel(a).unwrap();
+        assert_eq!((kernel.successes, kernel.panics, kernel.failures), (100, 1, 0));
+        assert!((50..=57).contains(&snapshot.selection_latency.p50_ns), "{:?}", snapshot.selection_latency);
+        assert!((990..=1120).contains(&snapshot.total_latency.p99_ns), "{:?}", snapshot.total_latency);
+        let json = serde_json::to_string(&snapshot).unwrap();
+        assert_eq!(serde_json::from_str::<TelemetrySnapshot>(&json).unwrap(), snapshot);
+    }
+}
