@@ -19,20 +19,20 @@
 
 using namespace lz;
 
+// Loads this thread's packs of `row` (packs first, first + step, ... below `packs`) into
+// `regs`, adding the residual and storing the sum to residual_out when there is one, and
+// returns the thread's share of the row's sum of squares.
 template <typename T, int V>
-__device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
-                                               long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
-                                               const T* __restrict__ weight, T* __restrict__ y, long y_stride, int hidden,
-                                               float eps) {
+__device__ __forceinline__ float load_row(Pack<T> (&regs)[V], const T* __restrict__ x, long x_stride,
+                                          const T* __restrict__ residual, long residual_stride,
+                                          T* __restrict__ residual_out, long residual_out_stride, long row, int packs,
+                                          int first, int step) {
     using P = Pack<T>;
-    const long row = blockIdx.x;
-    const int packs = hidden / P::N;
     const P* xr = reinterpret_cast<const P*>(x + row * x_stride);
-    P regs[V];
     float sum_sq = 0.f;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-        const int p = threadIdx.x + i * blockDim.x;
+        const int p = first + i * step;
         if (p < packs) {
             P v = xr[p];
             if (residual != nullptr) {
@@ -49,12 +49,19 @@ __device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_s
             regs[i] = v;
         }
     }
-    const float inv_rms = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    return sum_sq;
+}
+
+// Writes regs · inv_rms · weight to this thread's packs of `row` in y.
+template <typename T, int V>
+__device__ __forceinline__ void store_row(const Pack<T> (&regs)[V], const T* __restrict__ weight, T* __restrict__ y,
+                                          long y_stride, long row, int packs, int first, int step, float inv_rms) {
+    using P = Pack<T>;
     const P* wr = reinterpret_cast<const P*>(weight);
     P* yr = reinterpret_cast<P*>(y + row * y_stride);
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-        const int p = threadIdx.x + i * blockDim.x;
+        const int p = first + i * step;
         if (p < packs) {
             const P w = wr[p];
             P out;
@@ -66,51 +73,33 @@ __device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_s
 }
 
 template <typename T, int V>
+__device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+                                               long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
+                                               const T* __restrict__ weight, T* __restrict__ y, long y_stride, int hidden,
+                                               float eps) {
+    const long row = blockIdx.x;
+    const int packs = hidden / Pack<T>::N;
+    Pack<T> regs[V];
+    const float sum_sq = load_row<T, V>(regs, x, x_stride, residual, residual_stride, residual_out,
+                                        residual_out_stride, row, packs, threadIdx.x, blockDim.x);
+    const float inv_rms = rsqrtf(block_sum(sum_sq) / hidden + eps);
+    store_row<T, V>(regs, weight, y, y_stride, row, packs, threadIdx.x, blockDim.x, inv_rms);
+}
+
+template <typename T, int V>
 __device__ __forceinline__ void rms_norm_warp(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
                                               long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
                                               const T* __restrict__ weight, T* __restrict__ y, long y_stride, int rows,
                                               int hidden, float eps) {
-    using P = Pack<T>;
     const long row = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;  // whole warps leave together: the shuffles below stay full-warp
     const int lane = threadIdx.x & 31;
-    const int packs = hidden / P::N;
-    const P* xr = reinterpret_cast<const P*>(x + row * x_stride);
-    P regs[V];
-    float sum_sq = 0.f;
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-        const int p = lane + i * 32;
-        if (p < packs) {
-            P v = xr[p];
-            if (residual != nullptr) {
-                const P r = reinterpret_cast<const P*>(residual + row * residual_stride)[p];
-#pragma unroll
-                for (int k = 0; k < P::N; ++k) v.v[k] = from_float<T>(to_float(v.v[k]) + to_float(r.v[k]));
-                reinterpret_cast<P*>(residual_out + row * residual_out_stride)[p] = v;
-            }
-#pragma unroll
-            for (int k = 0; k < P::N; ++k) {
-                const float f = to_float(v.v[k]);
-                sum_sq += f * f;
-            }
-            regs[i] = v;
-        }
-    }
+    const int packs = hidden / Pack<T>::N;
+    Pack<T> regs[V];
+    const float sum_sq = load_row<T, V>(regs, x, x_stride, residual, residual_stride, residual_out,
+                                        residual_out_stride, row, packs, lane, 32);
     const float inv_rms = rsqrtf(warp_sum(sum_sq) / hidden + eps);
-    const P* wr = reinterpret_cast<const P*>(weight);
-    P* yr = reinterpret_cast<P*>(y + row * y_stride);
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-        const int p = lane + i * 32;
-        if (p < packs) {
-            const P w = wr[p];
-            P out;
-#pragma unroll
-            for (int k = 0; k < P::N; ++k) out.v[k] = from_float<T>(to_float(regs[i].v[k]) * inv_rms * to_float(w.v[k]));
-            yr[p] = out;
-        }
-    }
+    store_row<T, V>(regs, weight, y, y_stride, row, packs, lane, 32, inv_rms);
 }
 
 template <typename T>
