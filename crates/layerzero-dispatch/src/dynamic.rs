@@ -142,6 +142,50 @@ impl EngineDispatch {
     }
 }
 
+/// What DYNAMIC and CONFIG share over their [`EngineDispatch`]: the engine, breaker and
+/// telemetry accessors, and the [`Dispatcher`] impl; `$mode` and the dispatch docs differ.
+macro_rules! engine_dispatcher {
+    ($ty:ident, $mode:expr, $dispatch_doc:literal) => {
+        impl $ty {
+            /// The selection engine (seed: `dispatcher.selection_engine`).
+            pub fn selection_engine(&self) -> &SelectionEngine {
+                &self.inner.engine
+            }
+
+            /// The circuit breakers, when the config enables them (seed:
+            /// `dispatcher.circuit_breaker`).
+            pub fn circuit_breakers(&self) -> Option<&CircuitBreakerRegistry> {
+                self.inner.executor.breakers()
+            }
+
+            /// The telemetry so far.
+            pub fn telemetry(&self) -> TelemetrySnapshot {
+                self.inner.executor.telemetry().snapshot()
+            }
+        }
+
+        impl Dispatcher for $ty {
+            #[doc = $dispatch_doc]
+            fn dispatch(
+                &self,
+                operation: Operation,
+                args: &mut OpArgs<'_>,
+                context: Option<&SelectionContext>,
+            ) -> Result<DispatchResult<()>, DispatchError> {
+                self.inner.dispatch(operation, args, context)
+            }
+
+            fn kernel_for(&self, operation: Operation, context: &SelectionContext) -> Result<KernelId, DispatchError> {
+                Ok(self.inner.engine.select(operation, context)?.kernel)
+            }
+
+            fn mode(&self) -> DispatchMode {
+                $mode
+            }
+        }
+    };
+}
+
 /// Seed 001's `DynamicDispatcher`: the [`SelectionEngine`] chooses per call (from its
 /// cache on a hit), then the executor runs the kernel with breakers and fallbacks.
 ///
@@ -189,45 +233,16 @@ impl DynamicDispatcher {
         let inner = EngineDispatch::new(kernel_registry.into(), backend_registry.into(), &config, policy, clock)?;
         Ok(DynamicDispatcher { inner })
     }
-
-    /// The selection engine (seed: `dispatcher.selection_engine`).
-    pub fn selection_engine(&self) -> &SelectionEngine {
-        &self.inner.engine
-    }
-
-    /// The circuit breakers, when the config enables them (seed: `dispatcher.circuit_breaker`).
-    pub fn circuit_breakers(&self) -> Option<&CircuitBreakerRegistry> {
-        self.inner.executor.breakers()
-    }
-
-    /// The telemetry so far.
-    pub fn telemetry(&self) -> TelemetrySnapshot {
-        self.inner.executor.telemetry().snapshot()
-    }
 }
 
-impl Dispatcher for DynamicDispatcher {
-    /// Budget on a cache hit with a no-op kernel: the context from the arguments' metadata
-    /// (when not given), the engine's cache hit (no lock, no allocation, no shared write),
-    /// one `ArcSwap` load for the kernel table, then the executor. With timing on, three
-    /// clock reads; with telemetry on, a few relaxed `fetch_add`s on this thread's shard.
-    fn dispatch(
-        &self,
-        operation: Operation,
-        args: &mut OpArgs<'_>,
-        context: Option<&SelectionContext>,
-    ) -> Result<DispatchResult<()>, DispatchError> {
-        self.inner.dispatch(operation, args, context)
-    }
-
-    fn kernel_for(&self, operation: Operation, context: &SelectionContext) -> Result<KernelId, DispatchError> {
-        Ok(self.inner.engine.select(operation, context)?.kernel)
-    }
-
-    fn mode(&self) -> DispatchMode {
-        DispatchMode::Dynamic
-    }
-}
+engine_dispatcher!(
+    DynamicDispatcher,
+    DispatchMode::Dynamic,
+    "Budget on a cache hit with a no-op kernel: the context from the arguments' metadata \
+     (when not given), the engine's cache hit (no lock, no allocation, no shared write), \
+     one `ArcSwap` load for the kernel table, then the executor. With timing on, three \
+     clock reads; with telemetry on, a few relaxed `fetch_add`s on this thread's shard."
+);
 
 /// Seed 001's `ConfigDrivenDispatcher`: a rules file (YAML or JSON, schema v1.0) decides,
 /// through the selection engine; [`reload_config`](Self::reload_config) swaps the rules
@@ -298,40 +313,11 @@ impl ConfigDrivenDispatcher {
     pub fn explain_selection(&self, operation: Operation, context: &SelectionContext) -> Explanation {
         self.inner.engine.explain_selection(operation, context)
     }
-
-    /// The selection engine.
-    pub fn selection_engine(&self) -> &SelectionEngine {
-        &self.inner.engine
-    }
-
-    /// The circuit breakers, when the config enables them.
-    pub fn circuit_breakers(&self) -> Option<&CircuitBreakerRegistry> {
-        self.inner.executor.breakers()
-    }
-
-    /// The telemetry so far.
-    pub fn telemetry(&self) -> TelemetrySnapshot {
-        self.inner.executor.telemetry().snapshot()
-    }
 }
 
-impl Dispatcher for ConfigDrivenDispatcher {
-    /// The same path and budget as [`DynamicDispatcher`]'s; the rules are part of the
-    /// engine's cached answer, so a hit costs no rule evaluation.
-    fn dispatch(
-        &self,
-        operation: Operation,
-        args: &mut OpArgs<'_>,
-        context: Option<&SelectionContext>,
-    ) -> Result<DispatchResult<()>, DispatchError> {
-        self.inner.dispatch(operation, args, context)
-    }
-
-    fn kernel_for(&self, operation: Operation, context: &SelectionContext) -> Result<KernelId, DispatchError> {
-        Ok(self.inner.engine.select(operation, context)?.kernel)
-    }
-
-    fn mode(&self) -> DispatchMode {
-        DispatchMode::Config
-    }
-}
+engine_dispatcher!(
+    ConfigDrivenDispatcher,
+    DispatchMode::Config,
+    "The same path and budget as [`DynamicDispatcher`]'s; the rules are part of the \
+     engine's cached answer, so a hit costs no rule evaluation."
+);
