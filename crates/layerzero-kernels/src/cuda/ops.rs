@@ -225,6 +225,58 @@ fn rows_and_hidden(x: &Tensor) -> Result<(usize, usize), KernelError> {
     Ok((x.numel() / hidden, hidden))
 }
 
+/// What the norm kernels learn from checking their common arguments.
+struct NormShape {
+    dtype: DType,
+    name: &'static str,
+    rows: usize,
+    hidden: usize,
+}
+
+impl CudaDevice {
+    /// `t` is on this device with `x`'s dtype and dims.
+    fn like_x(&self, x: &Tensor, what: &str, t: &Tensor) -> Result<(), KernelError> {
+        self.check_on_device(what, t.device())?;
+        if t.dtype() != x.dtype() || t.dims() != x.dims() {
+            return Err(invalid(format!(
+                "{what} must be {} {:?} like x, is {} {:?}",
+                x.dtype(),
+                x.dims(),
+                t.dtype(),
+                t.dims()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The checks every norm kernel makes: x of a supported dtype on this device, y like x,
+    /// each given per-channel tensor (weight, bias) `[hidden]` of x's dtype on this device,
+    /// eps finite and non-negative.
+    fn norm_shape(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        per_channel: [(&str, Option<&Tensor>); 2],
+        eps: f32,
+    ) -> Result<NormShape, KernelError> {
+        let dtype = x.dtype();
+        let name = suffix(dtype)?;
+        let (rows, hidden) = rows_and_hidden(x)?;
+        self.check_on_device("x", x.device())?;
+        self.like_x(x, "y", y)?;
+        for (what, t) in per_channel.into_iter().filter_map(|(what, t)| Some((what, t?))) {
+            self.check_on_device(what, t.device())?;
+            if t.dtype() != dtype || t.dims() != [hidden] {
+                return Err(invalid(format!("{what} must be {dtype} [{hidden}], is {} {:?}", t.dtype(), t.dims())));
+            }
+        }
+        if !eps.is_finite() || eps < 0.0 {
+            return Err(invalid(format!("eps must be finite and non-negative, is {eps}")));
+        }
+        Ok(NormShape { dtype, name, rows, hidden })
+    }
+}
+
 impl CudaDevice {
     /// `y = rms_norm(x) · weight`, or with `residual = Some((r, r_out))`:
     /// `r_out = x + r; y = rms_norm(r_out) · weight`. All tensors on this device, of one
@@ -239,37 +291,11 @@ impl CudaDevice {
         y: &mut Tensor,
         eps: f32,
     ) -> Result<(), KernelError> {
-        let dtype = x.dtype();
-        let name = suffix(dtype)?;
-        let (rows, hidden) = rows_and_hidden(x)?;
-        self.check_on_device("x", x.device())?;
-        self.check_on_device("weight", weight.device())?;
-        let like_x = |what: &str, t: &Tensor| -> Result<(), KernelError> {
-            self.check_on_device(what, t.device())?;
-            if t.dtype() != dtype || t.dims() != x.dims() {
-                return Err(invalid(format!(
-                    "{what} must be {dtype} {:?} like x, is {} {:?}",
-                    x.dims(),
-                    t.dtype(),
-                    t.dims()
-                )));
-            }
-            Ok(())
-        };
-        like_x("y", y)?;
+        let NormShape { dtype, name, rows, hidden } =
+            self.norm_shape(x, y, [("weight", Some(weight)), ("", None)], eps)?;
         if let Some((r, r_out)) = &residual {
-            like_x("residual", r)?;
-            like_x("residual_out", r_out)?;
-        }
-        if weight.dtype() != dtype || weight.dims() != [hidden] {
-            return Err(invalid(format!(
-                "weight must be {dtype} [{hidden}], is {} {:?}",
-                weight.dtype(),
-                weight.dims()
-            )));
-        }
-        if !eps.is_finite() || eps < 0.0 {
-            return Err(invalid(format!("eps must be finite and non-negative, is {eps}")));
+            self.like_x(x, "residual", r)?;
+            self.like_x(x, "residual_out", r_out)?;
         }
         let packs = hidden / pack(dtype);
         let aligned = hidden.is_multiple_of(pack(dtype));
@@ -459,23 +485,8 @@ impl CudaDevice {
         y: &mut Tensor,
         eps: f32,
     ) -> Result<(), KernelError> {
-        let dtype = x.dtype();
-        let name = suffix(dtype)?;
-        let (rows, hidden) = rows_and_hidden(x)?;
-        self.check_on_device("x", x.device())?;
-        self.check_on_device("y", y.device())?;
-        if y.dtype() != dtype || y.dims() != x.dims() {
-            return Err(invalid(format!("y must be {dtype} {:?} like x, is {} {:?}", x.dims(), y.dtype(), y.dims())));
-        }
-        for (what, t) in std::iter::once(("weight", weight)).chain(bias.map(|b| ("bias", b))) {
-            self.check_on_device(what, t.device())?;
-            if t.dtype() != dtype || t.dims() != [hidden] {
-                return Err(invalid(format!("{what} must be {dtype} [{hidden}], is {} {:?}", t.dtype(), t.dims())));
-            }
-        }
-        if !eps.is_finite() || eps < 0.0 {
-            return Err(invalid(format!("eps must be finite and non-negative, is {eps}")));
-        }
+        let NormShape { dtype, name, rows, hidden } =
+            self.norm_shape(x, y, [("weight", Some(weight)), ("bias", bias)], eps)?;
         let packs = hidden / pack(dtype);
         let (entry_name, cfg) = match variant {
             LayerNormVariant::Block => {
