@@ -6,7 +6,7 @@
 mod common;
 
 use common::reference::{self, Problem};
-use common::{poisoned, random, relative_error, rng, tensor};
+use common::{error_against_magnitude, poisoned, random, relative_error, rng, tensor};
 use layerzero_kernels::{
     attention_naive, attention_split_kv, attention_tiled, layer_norm, matmul, rms_norm, rope, swiglu,
 };
@@ -18,6 +18,10 @@ use proptest::prelude::*;
 
 type AttentionKernel = fn(&mut AttentionArgs<'_>) -> KernelResult;
 const ATTENTION_KERNELS: [AttentionKernel; 3] = [attention_naive, attention_tiled, attention_split_kv];
+
+fn abs(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|v| v.abs()).collect()
+}
 
 fn is_typed_error(result: KernelResult) -> bool {
     matches!(result, Err(KernelError::InvalidArgument(_) | KernelError::Unsupported(_) | KernelError::Tensor(_)))
@@ -67,10 +71,11 @@ proptest! {
         let (k, kr) = tensor(&random(&mut rng, p.k_dims().iter().product()), &p.shape(p.k_dims()), DType::F32);
         let (v, vr) = tensor(&random(&mut rng, p.v_dims().iter().product()), &p.shape(p.v_dims()), DType::F32);
         let want = reference::attention(&p, &qr, &kr, &vr);
+        let magnitude = reference::attention(&p, &qr, &kr, &abs(&vr));
         for kernel in ATTENTION_KERNELS {
             let mut out = poisoned(&p.shape(p.o_dims()), DType::F32);
             run_attention(kernel, &p, &q, &k, &v, &mut out).unwrap();
-            let err = relative_error(&out.to_f32_vec().unwrap(), &want);
+            let err = error_against_magnitude(&out.to_f32_vec().unwrap(), &want, &magnitude);
             prop_assert!(err <= 1e-5, "{p:?}: relative error {err:e}");
         }
     }
@@ -132,8 +137,9 @@ proptest! {
         let (b, br) = tensor(&random(&mut rng, k * n), &[k, n], DType::F32);
         let mut out = poisoned(&[m, n], DType::F32);
         matmul(&mut MatmulArgs { a: a.view(), b: b.view(), output: out.view_mut() }).unwrap();
-        let err = relative_error(&out.to_f32_vec().unwrap(), &reference::matmul(&ar, &br, m, k, n));
-        prop_assert!(err <= 1e-5);
+        let magnitude = reference::matmul(&abs(&ar), &abs(&br), m, k, n);
+        let err = error_against_magnitude(&out.to_f32_vec().unwrap(), &reference::matmul(&ar, &br, m, k, n), &magnitude);
+        prop_assert!(err <= 1e-5, "relative error {err:e}");
 
         let b_bad = Tensor::zeros(&[k + delta, n], DType::F32).unwrap();
         let mut out = poisoned(&[m, n], DType::F32);

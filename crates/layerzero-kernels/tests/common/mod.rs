@@ -47,6 +47,22 @@ pub fn relative_error(out: &[f32], reference: &[f64]) -> f64 {
     if norm == 0.0 { diff } else { diff / norm }
 }
 
+/// ‖out − ref‖ / ‖scale‖, where `scale` is the same computation run on the inputs' absolute
+/// values (‖|A|·|B|‖ for a matmul, attention over |V|). Rounding in a sum is bounded by the sum
+/// of the terms' magnitudes, not by the result's, so when random signs cancel (a dot product of
+/// six terms that lands near zero) this is the measure the tolerance applies to; with no
+/// cancellation it equals [`relative_error`]. Infinite if any output is not finite.
+pub fn error_against_magnitude(out: &[f32], reference: &[f64], scale: &[f64]) -> f64 {
+    assert_eq!(out.len(), reference.len(), "output and reference lengths differ");
+    assert_eq!(reference.len(), scale.len(), "reference and scale lengths differ");
+    if out.iter().any(|x| !x.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff: f64 = out.iter().zip(reference).map(|(&o, &r)| (f64::from(o) - r).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = scale.iter().map(|r| r * r).sum::<f64>().sqrt();
+    if norm == 0.0 { diff } else { diff / norm }
+}
+
 /// Asserts the tensor matches the reference within the dtype's tolerance.
 pub fn assert_close(what: &str, out: &Tensor, reference: &[f64]) {
     let dtype = out.dtype();
