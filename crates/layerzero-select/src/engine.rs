@@ -299,6 +299,17 @@ fn no_valid_kernel(plan: &OperationPlan, validity: &Validity<'_>, operation: Ope
     SelectionError::NoValidKernel { operation, rejections }
 }
 
+/// Where an answer of [`SelectionEngine::select_traced`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CacheOutcome {
+    /// Read from the selection cache.
+    Hit,
+    /// Computed by the pipeline (and stored).
+    Miss,
+    /// Computed by the pipeline; the engine has no cache.
+    Disabled,
+}
+
 /// Chooses a kernel per operation and call context: seed 001's `SelectionEngine`.
 ///
 /// The pipeline (DESIGN.md, "Selection semantics"):
@@ -404,8 +415,22 @@ impl SelectionEngine {
     /// registry versions), one hash probe and one clock read; no lock, no allocation,
     /// no shared write. A miss runs [`select_uncached`](Self::select_uncached) and
     /// stores a successful answer. Errors are not cached.
+    #[inline]
     pub fn select(&self, operation: Operation, ctx: &SelectionContext) -> Result<Selection, SelectionError> {
-        let Some(cache) = &self.cache else { return self.select_uncached(operation, ctx) };
+        self.select_traced(operation, ctx).map(|(selection, _)| selection)
+    }
+
+    /// [`select`](Self::select), also saying whether the answer came from the cache, so
+    /// that a caller can keep a hit rate in its own (per-thread) counters; the engine keeps
+    /// no shared counter on the hot path.
+    pub fn select_traced(
+        &self,
+        operation: Operation,
+        ctx: &SelectionContext,
+    ) -> Result<(Selection, CacheOutcome), SelectionError> {
+        let Some(cache) = &self.cache else {
+            return self.select_uncached(operation, ctx).map(|s| (s, CacheOutcome::Disabled));
+        };
         let context = ContextKey::new(ctx);
         let key = CacheKey {
             operation,
@@ -414,7 +439,7 @@ impl SelectionEngine {
             registry_version: self.kernels.version(),
         };
         if let Some(selection) = cache.get(&key) {
-            return Ok(selection);
+            return Ok((selection, CacheOutcome::Hit));
         }
         let state = self.state();
         let selection = decide(&state, &self.backends, operation, ctx)?;
@@ -426,7 +451,7 @@ impl SelectionEngine {
             registry_version: state.registry_version(),
         };
         cache.insert(key, selection);
-        Ok(selection)
+        Ok((selection, CacheOutcome::Miss))
     }
 
     /// Runs the whole pipeline without the cache.

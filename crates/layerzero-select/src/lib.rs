@@ -54,6 +54,6 @@ mod explain;
 mod selection;
 
 pub use cache::ContextKey;
-pub use engine::{SelectionEngine, Shared};
+pub use engine::{CacheOutcome, SelectionEngine, Shared};
 pub use explain::{CandidateTrace, Explanation, LockTrace, RuleOutcome, RuleTrace, Verdict};
 pub use selection::{CandidateRejection, MAX_FALLBACKS, RejectReason, Selection, SelectionError, SelectionReason};
