@@ -1,5 +1,6 @@
 //! Selection: a cache hit next to a plain `&FxHashMap` get with the same key (the floor),
-//! with 1, 2 and 8 threads; rule evaluation; a miss with 10, 100 and 1000 rules.
+//! with 1, 2 and 8 threads, over 8192 scattered contexts and over a decoder step's 16;
+//! rule evaluation; a miss with 10, 100 and 1000 rules.
 //!
 //! `cargo bench -p layerzero-benches --bench select`
 //!
@@ -106,10 +107,19 @@ fn percentiles(name: &str, f: &dyn Fn(u64)) {
 }
 
 fn cache_hit(c: &mut Criterion) {
-    let engine = engine(100);
     // 8192 distinct contexts in the cache (PERF.md's floor used 10k), visited in a
-    // scattered order by a multiply and a mask.
-    let contexts: Vec<SelectionContext> = (0..CONTEXTS as u32).map(|b| context(b + 1)).collect();
+    // scattered order by a multiply and a mask: memory-bound, as the floor shows. And 16,
+    // the working set of a decoder layer's step (a dozen operations, each with its own
+    // context), which stays in the CPU's caches as it does in an engine.
+    for contexts in [CONTEXTS, 16] {
+        cache_hit_over(c, contexts);
+    }
+}
+
+fn cache_hit_over(c: &mut Criterion, count: usize) {
+    let engine = engine(100);
+    let mask = count - 1;
+    let contexts: Vec<SelectionContext> = (0..count as u32).map(|b| context(b + 1)).collect();
     let op: Operation = OP.into();
     for ctx in &contexts {
         engine.select(op, ctx).unwrap();
@@ -117,16 +127,16 @@ fn cache_hit(c: &mut Criterion) {
     let floor: FxHashMap<(Operation, ContextKey, u64, u64), Selection> =
         contexts.iter().map(|ctx| ((op, ContextKey::new(ctx), 2, 8), engine.select(op, ctx).unwrap())).collect();
     let hit = |i: u64| {
-        let ctx = &contexts[(i as usize).wrapping_mul(7919) & (CONTEXTS - 1)];
+        let ctx = &contexts[(i as usize).wrapping_mul(7919) & mask];
         black_box(engine.select(op, black_box(ctx)).unwrap());
     };
     let map = &floor;
     let floor_get = |i: u64| {
-        let ctx = &contexts[(i as usize).wrapping_mul(7919) & (CONTEXTS - 1)];
+        let ctx = &contexts[(i as usize).wrapping_mul(7919) & mask];
         black_box(map.get(&(op, ContextKey::new(black_box(ctx)), 2, 8)));
     };
 
-    let mut group = c.benchmark_group("select/cache_hit");
+    let mut group = c.benchmark_group(format!("select/cache_hit_{count}"));
     for threads in [1usize, 2, 8] {
         group.bench_with_input(BenchmarkId::new("fxhashmap_floor", threads), &threads, |b, &t| {
             b.iter_custom(|iters| on_threads(t, iters, &floor_get))
@@ -136,10 +146,10 @@ fn cache_hit(c: &mut Criterion) {
         });
     }
     group.finish();
-    percentiles("select/cache_hit/fxhashmap_floor/1", &floor_get);
-    percentiles("select/cache_hit/engine/1", &hit);
-    percentiles("select/context_key_only/1", &|i| {
-        black_box(ContextKey::new(black_box(&contexts[(i as usize).wrapping_mul(7919) & (CONTEXTS - 1)])));
+    percentiles(&format!("select/cache_hit_{count}/fxhashmap_floor/1"), &floor_get);
+    percentiles(&format!("select/cache_hit_{count}/engine/1"), &hit);
+    percentiles(&format!("select/cache_hit_{count}/context_key_only/1"), &|i| {
+        black_box(ContextKey::new(black_box(&contexts[(i as usize).wrapping_mul(7919) & mask])));
     });
 }
 

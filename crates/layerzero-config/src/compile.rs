@@ -125,6 +125,27 @@ pub fn parse_condition_key(key: &str) -> Result<(ContextField, Operator), Schema
     Err(SchemaError::new("", "Unknown condition field").value(key).did_you_mean(nearest_name(key, field_names())))
 }
 
+/// A [`CompiledCondition`]'s test, as [`CompiledCondition::test`] exposes it. Every form
+/// is false when the context lacks the field.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ConditionTest<'a> {
+    /// An integer field's value is in `lo..=hi` (outside it when `negate`).
+    IntRange {
+        /// Lowest value that passes (fails, when `negate`).
+        lo: u64,
+        /// Highest value that passes (fails, when `negate`).
+        hi: u64,
+        /// Whether the range is the set that fails.
+        negate: bool,
+    },
+    /// The value is one of these.
+    In(&'a [FieldValue]),
+    /// The value is none of these.
+    NotIn(&'a [FieldValue]),
+    /// Any other test: evaluate it with [`CompiledCondition::holds`].
+    Other,
+}
+
 /// One compiled condition: a field, and a test of its value.
 #[derive(Clone, Debug)]
 pub struct CompiledCondition {
@@ -167,6 +188,21 @@ impl CompiledCondition {
     /// The context field it tests.
     pub fn field(&self) -> ContextField {
         self.field
+    }
+
+    /// The test in a form a caller can lower to its own representation (the selection
+    /// engine turns it into integer checks on its packed context key). Tests with no
+    /// simple form (orderings on floats and compute capabilities, globs, regexes) are
+    /// [`ConditionTest::Other`]: evaluate those with [`holds`](Self::holds).
+    pub fn test(&self) -> ConditionTest<'_> {
+        match &self.test {
+            Test::IntRange { lo, hi, negate, .. } => ConditionTest::IntRange { lo: *lo, hi: *hi, negate: *negate },
+            Test::Eq(v) => ConditionTest::In(std::slice::from_ref(v)),
+            Test::In(values) => ConditionTest::In(values),
+            Test::Ne(v) => ConditionTest::NotIn(std::slice::from_ref(v)),
+            Test::NotIn(values) => ConditionTest::NotIn(values),
+            Test::Order(..) | Test::Glob(_) | Test::Regex(_) => ConditionTest::Other,
+        }
     }
 
     /// Whether the context satisfies the condition. An absent field satisfies none.

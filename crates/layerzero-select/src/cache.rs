@@ -2,10 +2,11 @@
 //! lock, bounded, expiring.
 
 use std::cell::Cell;
+use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use layerzero_types::{ComputeCapability, Device, Operation, SelectionContext};
+use layerzero_types::{ComputeCapability, ContextField, Device, FieldValue, Operation, SelectionContext};
 use rustc_hash::FxBuildHasher;
 
 use crate::Selection;
@@ -13,13 +14,28 @@ use crate::Selection;
 /// Every field of a [`SelectionContext`], packed into 64 bytes to hash and compare as
 /// integers. Two contexts have equal keys exactly when they are equal field by field
 /// (`dropout_p` compared by its bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Its `Hash` writes one `u64`: the key's eight words folded pairwise by 64×64→128-bit
+/// multiplies that do not depend on each other (a derived `Hash` feeds the hasher fifteen
+/// fields one after another, a chain of dependent multiplies that cost more than the
+/// rest of a cache hit).
+#[derive(Clone, Copy, Debug)]
 pub struct ContextKey {
-    ints: [u32; 11],
-    present: u32,
-    small: u64,
-    dropout_bits: u32,
+    /// The eleven integer fields two to a word (slot `s` in word `s / 2`, high half when
+    /// `s` is odd); word 5's high half is the presence bits; word 6 the small fields;
+    /// word 7 `dropout_p`'s bits (all ones when absent).
+    words: [u64; 8],
 }
+
+impl PartialEq for ContextKey {
+    /// Word by word, branch-free (a derived compare of the fields calls `memcmp`).
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.words.iter().zip(&other.words).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
+
+impl Eq for ContextKey {}
 
 impl ContextKey {
     /// Packs `ctx`. Cost: a few dozen integer operations, no allocation.
@@ -61,18 +77,144 @@ impl ContextKey {
             | code(ctx.device.map(device)) << 18
             | code(ctx.compute_capability.map(capability)) << 36;
         let dropout_bits = ctx.dropout_p.map_or(u32::MAX, f32::to_bits);
-        ContextKey { ints, present, small, dropout_bits }
+        let pair = |a: u32, b: u32| u64::from(a) | (u64::from(b) << 32);
+        let words = [
+            pair(ints[0], ints[1]),
+            pair(ints[2], ints[3]),
+            pair(ints[4], ints[5]),
+            pair(ints[6], ints[7]),
+            pair(ints[8], ints[9]),
+            pair(ints[10], present),
+            small,
+            u64::from(dropout_bits),
+        ];
+        ContextKey { words }
+    }
+
+    /// A 64-bit digest of the key (see the type's docs).
+    #[inline]
+    fn digest(&self) -> u64 {
+        let w = &self.words;
+        fold(w[0] ^ SEEDS[0], w[1] ^ SEEDS[1])
+            ^ fold(w[2] ^ SEEDS[2], w[3] ^ SEEDS[3])
+            ^ fold(w[4] ^ SEEDS[4], w[5] ^ SEEDS[5])
+            ^ fold(w[6] ^ SEEDS[6], w[7] ^ SEEDS[7])
+    }
+
+    /// The integer field in `slot` (see [`int_slot`]), if the context has it.
+    #[inline]
+    pub(crate) fn int(&self, slot: u8) -> Option<u32> {
+        let present = (self.words[5] >> 32) >> slot & 1 == 1;
+        let word = self.words[usize::from(slot / 2) % 8];
+        present.then_some((word >> (32 * u32::from(slot % 2))) as u32)
+    }
+
+    /// The packed small fields (see [`small_code`]).
+    #[inline]
+    pub(crate) fn small(&self) -> u64 {
+        self.words[6]
+    }
+}
+
+/// Random odd constants for [`ContextKey::digest`] and [`CacheKey`]'s hash.
+const SEEDS: [u64; 10] = [
+    0x243f_6a88_85a3_08d3,
+    0x1319_8a2e_0370_7345,
+    0xa409_3822_299f_31d1,
+    0x082e_fa98_ec4e_6c89,
+    0x4528_21e6_38d0_1377,
+    0xbe54_66cf_34e9_0c6d,
+    0xc0ac_29b7_c97c_50dd,
+    0x3f84_d5b5_b547_0917,
+    0x9216_d5d9_8979_fb1b,
+    0xd131_0ba6_98df_b5ad,
+];
+
+/// The folded multiply of wyhash and foldhash: both halves of the 128-bit product, xored.
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl Hash for ContextKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest());
+    }
+}
+
+/// Where [`ContextKey::new`] keeps an integer field: its slot in `ints` (and bit in
+/// `present`). Keep in step with `new`.
+pub(crate) fn int_slot(field: ContextField) -> Option<u8> {
+    use ContextField as F;
+    Some(match field {
+        F::BatchSize => 0,
+        F::SeqLen => 1,
+        F::SeqLenQ => 2,
+        F::SeqLenK => 3,
+        F::HeadDim => 4,
+        F::NumHeads => 5,
+        F::NumKvHeads => 6,
+        F::TpSize => 7,
+        F::PpSize => 8,
+        F::LayerIndex => 9,
+        F::WindowSize => 10,
+        _ => return None,
+    })
+}
+
+/// Where [`ContextKey::new`] packs a small field in `small` (shift, width in bits), and
+/// the code it stores for `value` there (never 0: 0 means absent). `None` for fields that
+/// are not packed as small codes or values of the wrong kind. Keep in step with `new`.
+pub(crate) fn small_code(field: ContextField, value: FieldValue) -> Option<(u32, u32, u64)> {
+    use ContextField as F;
+    let flag = |shift: u32| match value {
+        FieldValue::Bool(b) => Some((shift, 2, 1 + u64::from(b))),
+        _ => None,
+    };
+    match (field, value) {
+        (F::DType, FieldValue::DType(d)) => Some((0, 5, d as u64 + 1)),
+        (F::Platform, FieldValue::Platform(p)) => Some((5, 3, p as u64 + 1)),
+        (F::Layout, FieldValue::Layout(l)) => Some((8, 2, l as u64 + 1)),
+        (F::IsCausal, _) => flag(10),
+        (F::EnableGqa, _) => flag(12),
+        (F::IsCudaGraphCapturing, _) => flag(14),
+        (F::RequiresDeterministic, _) => flag(16),
+        (F::Device, FieldValue::Device(d)) => {
+            let device = match d {
+                Device::Cpu => 0,
+                Device::Cuda(ordinal) => 1 + u64::from(ordinal),
+            };
+            Some((18, 18, device + 1))
+        }
+        _ => None,
     }
 }
 
 /// The full cache key: the operation, the context, and the versions of the policy and
-/// the kernel registry the answer was computed under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// the kernel registry the answer was computed under. Hashed, like [`ContextKey`], as one
+/// folded `u64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct CacheKey {
     pub(crate) operation: Operation,
     pub(crate) context: ContextKey,
     pub(crate) policy_version: u64,
     pub(crate) registry_version: u64,
+}
+
+impl Hash for CacheKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Known operations by index; custom ones by their interned name's address
+        // (unique per name). Equality stays field by field.
+        let operation = match self.operation.known() {
+            Some(op) => op.index() as u64,
+            None => self.operation.as_str().as_ptr() as u64 | (1 << 63),
+        };
+        let versions = self.policy_version ^ self.registry_version.rotate_left(32);
+        state.write_u64(self.context.digest() ^ fold(operation ^ SEEDS[8], versions ^ SEEDS[9]));
+    }
 }
 
 struct Entry {
@@ -135,8 +277,9 @@ impl SelectionCache {
         }
     }
 
-    /// The cached selection, if present and not expired. Budget: one hash, one probe,
-    /// one thread-local read of the coarse clock; no lock, no allocation, no shared write.
+    /// The cached selection, if present and not expired. Budget: one hash (one folded
+    /// multiply per pair of key words), one probe, one thread-local read of the coarse
+    /// clock; no lock, no allocation, no shared write.
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Selection> {
         let map = self.map.pin();
         let entry = map.get(key)?;

@@ -13,6 +13,7 @@ use layerzero_types::{KernelId, KernelSpec, Operation, SelectionContext};
 use rustc_hash::FxHashMap;
 
 use crate::cache::{CacheKey, ContextKey, SelectionCache};
+use crate::program::RuleProgram;
 use crate::{CandidateRejection, RejectReason, Selection, SelectionError, SelectionReason};
 
 /// A registry the engine reads: a process-wide one (`&'static`) or a shared one (`Arc`).
@@ -70,6 +71,8 @@ pub(crate) struct PlannedRule {
     /// Position in `CompiledConfig::rules()` (evaluation order).
     pub(crate) rule: usize,
     pub(crate) candidate: Option<usize>,
+    /// Its conditions in the plan's [`RuleProgram`].
+    pub(crate) checks: (u32, u32),
 }
 
 /// Everything about one operation that does not depend on the context.
@@ -78,6 +81,8 @@ pub(crate) struct OperationPlan {
     pub(crate) candidates: Vec<PlannedCandidate>,
     pub(crate) lock: Option<PlannedLock>,
     pub(crate) rules: Vec<PlannedRule>,
+    /// The rules' conditions, lowered (see [`crate::program`]).
+    pub(crate) program: RuleProgram,
     /// Chain then policy, without repeats, as candidate indices (kernels that are not
     /// candidates cannot run and are dropped here).
     pub(crate) fallbacks: Vec<usize>,
@@ -134,12 +139,13 @@ fn plan(policy: &CompiledConfig, registry: &KernelSnapshot, operation: Operation
         kernel: lock.kernel,
         candidate: slot(lock.kernel),
     });
+    let mut program = RuleProgram::default();
     let rules = policy
         .rules()
         .iter()
         .enumerate()
         .filter(|(_, rule)| rule.operation.matches(operation))
-        .map(|(i, rule)| PlannedRule { rule: i, candidate: slot(rule.kernel) })
+        .map(|(i, rule)| PlannedRule { rule: i, candidate: slot(rule.kernel), checks: program.push(policy.rules(), i) })
         .collect();
     let mut fallbacks = Vec::new();
     for kernel in policy.fallback_chain(operation).iter().copied().chain(policy.fallback_policy()) {
@@ -151,7 +157,7 @@ fn plan(policy: &CompiledConfig, registry: &KernelSnapshot, operation: Operation
     }
     let mut by_priority: Vec<usize> = (0..candidates.len()).collect();
     by_priority.sort_by_key(|&i| std::cmp::Reverse(candidates[i].spec.priority));
-    OperationPlan { candidates, lock, rules, fallbacks, by_priority }
+    OperationPlan { candidates, lock, rules, program, fallbacks, by_priority }
 }
 
 /// Which candidates can be chosen for one context, computed on demand and remembered.
@@ -235,10 +241,11 @@ pub(crate) fn decide(
         Some(chosen) => chosen,
         None => {
             let rules = state.policy.rules();
+            let key = ContextKey::new(ctx);
             let by_rule = plan.rules.iter().find_map(|planned| {
                 let i = planned.candidate?;
                 let rule = &rules[planned.rule];
-                (rule.matches(ctx) && validity.is_valid(i))
+                (plan.program.matches(planned.checks, &key, ctx, rules) && validity.is_valid(i))
                     .then(|| (i, SelectionReason::Rule { rule: u32::try_from(rule.index).unwrap_or(u32::MAX) }))
             });
             match by_rule {
@@ -412,8 +419,8 @@ impl SelectionEngine {
     /// Chooses the kernel for `operation` in `ctx`, from the cache when it can.
     ///
     /// Budget on a cache hit: packing the context key, two atomic loads (policy and
-    /// registry versions), one hash probe and one clock read; no lock, no allocation,
-    /// no shared write. A miss runs [`select_uncached`](Self::select_uncached) and
+    /// registry versions), one hash probe and one thread-local clock read; no lock, no
+    /// allocation, no shared write. A miss runs [`select_uncached`](Self::select_uncached) and
     /// stores a successful answer. Errors are not cached.
     #[inline]
     pub fn select(&self, operation: Operation, ctx: &SelectionContext) -> Result<Selection, SelectionError> {

@@ -51,6 +51,7 @@
 mod cache;
 mod engine;
 mod explain;
+mod program;
 mod selection;
 
 pub use cache::ContextKey;
