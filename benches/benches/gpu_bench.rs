@@ -205,4 +205,28 @@ fn main() {
         "launch overhead (host, tiny rms_norm): LayerZero {layerzero_us:.2} µs, raw cudarc {raw_us:.2} µs, ratio {:.3}",
         layerzero_us / raw_us
     );
+    matmul_rows(gpu);
+}
+
+/// cuBLAS bf16 GEMMs of a Llama-8B layer: prefill (16384 tokens) and a batch-32 decode,
+/// in TFLOP/s and, for decode, GB/s of weight read (GPU.md §5 anchors: 656–715 TFLOP/s
+/// prefill, 0.0285 ms for 32×6144×4096).
+fn matmul_rows(gpu: &CudaDevice) {
+    for (what, m, k, n) in [
+        ("matmul prefill qkv", 16384, 4096, 6144),
+        ("matmul prefill up", 16384, 4096, 14336),
+        ("matmul decode qkv", 32, 4096, 6144),
+    ] {
+        let a = random_tensor(gpu, &[m, k], 21);
+        let b = random_tensor(gpu, &[k, n], 22);
+        let mut c = random_tensor(gpu, &[m, n], 23);
+        let ms = time_ms(gpu, || gpu.matmul(&a, &b, &mut c).expect("matmul"));
+        let tflops = 2.0 * (m * k * n) as f64 / ms / 1e9;
+        let weight_gbps = (k * n * 2) as f64 / ms / 1e6;
+        println!(
+            "{what:<34} {:<22} {:>9.1} µs {tflops:>8.0} TFLOP/s {weight_gbps:>7.0} GB/s of B",
+            format!("{m}x{k}x{n}"),
+            ms * 1e3
+        );
+    }
 }

@@ -121,3 +121,10 @@ report("swiglu, fused gate-up", f"{rows}x2*{inter}", {
     "eager": gbps(lambda: F.silu(gu[:, :inter]) * gu[:, inter:], nbytes),
     "compile": gbps(lambda: compiled_fused(gu), nbytes),
 })
+
+for what, m, k, n in [("matmul prefill qkv", 16384, 4096, 6144), ("matmul prefill up", 16384, 4096, 14336),
+                      ("matmul decode qkv", 32, 4096, 6144)]:
+    a = torch.randn(m, k, device=dev, dtype=bf16)
+    b = torch.randn(k, n, device=dev, dtype=bf16)
+    ms = do_bench(lambda: a @ b, warmup=25, rep=200, return_mode="median")
+    print(f"{what:<28} {m}x{k}x{n:<8} torch {2 * m * k * n / ms / 1e9:7.0f} TFLOP/s  {k * n * 2 / ms / 1e6:7.0f} GB/s of B")

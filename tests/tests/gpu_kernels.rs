@@ -376,3 +376,45 @@ fn rope_refuses_positions_past_its_tables() {
     assert!(matches!(result, Err(KernelError::InvalidArgument(_))), "{result:?}");
     assert_eq!(download(&x), before, "nothing ran");
 }
+
+/// cuBLAS matmul against a float64 product of the rounded inputs; the error is measured
+/// against ‖|A|·|B|‖, the scale rounding in a sum obeys (random signs can cancel a dot
+/// product to near zero).
+#[test]
+fn matmul_matches_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        for (m, k, n) in [(1, 1, 1), (3, 17, 5), (1, 4096, 4095), (64, 4095, 33), (257, 128, 1024)] {
+            let a = values(m * k, 11 + m as u64);
+            let b = values(k * n, 13 + n as u64);
+            let (ar, br) = (rounded(&a, dtype), rounded(&b, dtype));
+            let mut out = poisoned(&gpu, &[m, n], dtype);
+            gpu.matmul(&upload(&gpu, &a, &[m, k], dtype), &upload(&gpu, &b, &[k, n], dtype), &mut out).unwrap();
+            let mut want = vec![0.0f64; m * n];
+            let mut scale = vec![0.0f64; m * n];
+            for i in 0..m {
+                for p in 0..k {
+                    let x = f64::from(ar[i * k + p]);
+                    for j in 0..n {
+                        let y = f64::from(br[p * n + j]);
+                        want[i * n + j] += x * y;
+                        scale[i * n + j] += (x * y).abs();
+                    }
+                }
+            }
+            let got = download(&out);
+            assert!(got.iter().all(|v| v.is_finite()), "{dtype} {m}x{k}x{n}: an output is unwritten");
+            let diff: f64 = got.iter().zip(&want).map(|(&g, &w)| (f64::from(g) - w).powi(2)).sum();
+            let norm: f64 = scale.iter().map(|s| s * s).sum();
+            let err = if norm == 0.0 { diff.sqrt() } else { (diff / norm).sqrt() };
+            assert!(err <= tolerance(dtype), "{dtype} {m}x{k}x{n}: relative error {err:e}");
+        }
+    }
+    // Mismatched shapes and dtypes are refused before cuBLAS sees them.
+    let a = upload(&gpu, &values(6, 1), &[2, 3], DType::BF16);
+    let b = upload(&gpu, &values(8, 2), &[4, 2], DType::BF16);
+    let mut out = poisoned(&gpu, &[2, 2], DType::BF16);
+    assert!(matches!(gpu.matmul(&a, &b, &mut out), Err(KernelError::InvalidArgument(_))));
+    let b32 = upload(&gpu, &values(6, 2), &[3, 2], DType::F32);
+    assert!(matches!(gpu.matmul(&a, &b32, &mut out), Err(KernelError::InvalidArgument(_))));
+}

@@ -216,6 +216,11 @@ set -uo pipefail
 cd "$(dirname "$0")"
 OUT="${OUT:-out}"; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+# cuBLAS (for matmul) is opened at run time by cudarc: the toolkit's folder holds libcublas.so.
+for d in /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
+  [ -d "$d" ] && export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"
+done
+ls /usr/local/cuda/targets/x86_64-linux/lib/libcublas.so* 2>/dev/null | tee "$OUT/cublas.txt"
 status=0
 for t in gpu_tensor gpu_kernels; do
   [ -x "$t" ] || continue

@@ -282,3 +282,85 @@ pub(crate) fn rope(
     // the address stays valid while its guard lives, which is past the launch.
     unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
 }
+
+/// Whether cuBLAS can be opened on this machine (cudarc would panic on first use
+/// otherwise).
+pub(crate) fn cublas_present() -> bool {
+    // SAFETY: tries to open the cuBLAS library by cudarc's candidate names and closes it
+    // again; no cuBLAS code runs.
+    unsafe { cudarc::cublas::sys::is_culib_present() }
+}
+
+/// A row-major GEMM `c[m, n] = a[m, k] · b[k, n]` through `cublasGemmEx`, f32 accumulation.
+pub(crate) struct GemmLaunch<'a> {
+    pub a: CudaView<'a, u8>,
+    pub b: CudaView<'a, u8>,
+    pub c: CudaViewMut<'a, u8>,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub dtype: cudarc::cublas::sys::cudaDataType,
+    pub element: usize,
+}
+
+pub(crate) fn gemm(
+    blas: &cudarc::cublas::CudaBlas,
+    stream: &Arc<CudaStream>,
+    mut args: GemmLaunch<'_>,
+) -> Result<(), CudaError> {
+    use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t};
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+
+    const NAME: &str = "cublasGemmEx";
+    let (m, n, k, element) = (args.m, args.n, args.k, args.element);
+    check(NAME, "a", extent(m, k, k, element), args.a.len())?;
+    check(NAME, "b", extent(k, n, n, element), args.b.len())?;
+    check(NAME, "c", extent(m, n, n, element), args.c.len())?;
+    let to_int =
+        |what, v: usize| std::ffi::c_int::try_from(v).map_err(|_| CudaError::TooLarge { kernel: NAME, what, value: v });
+    let (m_int, n_int, k_int) = (to_int("m", m)?, to_int("n", n)?, to_int("k", k)?);
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let (a, _a_guard) = args.a.device_ptr(stream);
+    let (b, _b_guard) = args.b.device_ptr(stream);
+    let (c, _c_guard) = args.c.device_ptr_mut(stream);
+    // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: cuBLAS multiplies B (n × k, leading
+    // dimension n) by A (k × m, leading dimension k) into C (n × m, leading dimension n).
+    // SAFETY: the handle is bound to `stream`, on which every buffer was allocated. cuBLAS
+    // reads B at column j < k, row i < n: `j · n + i` < k·n elements; A at `j · k + i`
+    // < m·k; writes C at `j · n + i` < m·n — each bounded by `check` above in bytes of
+    // `element`, the size of `dtype`. Alpha and beta are host f32s (the default pointer
+    // mode), live across the call; with k = 0 cuBLAS writes beta·C = 0. The guards keep
+    // cudarc's stream ordering of the buffers until after the enqueue.
+    unsafe {
+        cudarc::cublas::result::gemm_ex(
+            *blas.handle(),
+            cublasOperation_t::CUBLAS_OP_N,
+            cublasOperation_t::CUBLAS_OP_N,
+            n_int,
+            m_int,
+            k_int,
+            (&raw const alpha).cast(),
+            b as *const std::ffi::c_void,
+            args.dtype,
+            n_int,
+            a as *const std::ffi::c_void,
+            args.dtype,
+            k_int.max(1),
+            (&raw const beta).cast(),
+            c as *mut std::ffi::c_void,
+            args.dtype,
+            n_int,
+            cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| CudaError::Launch {
+        kernel: NAME,
+        grid: (u32::try_from(m).unwrap_or(u32::MAX), u32::try_from(n).unwrap_or(u32::MAX), 1),
+        block: (u32::try_from(k).unwrap_or(u32::MAX), 1, 1),
+        message: format!("{e:?}"),
+    })
+}

@@ -90,6 +90,7 @@ pub struct CudaDevice {
     info: DeviceInfo,
     stream: Arc<CudaStream>,
     modules: OnceLock<Result<Modules, CudaError>>,
+    blas: OnceLock<Result<cudarc::cublas::CudaBlas, CudaError>>,
 }
 
 /// Every entry point of every module, looked up once when the modules load: a launch
@@ -126,7 +127,13 @@ impl CudaDevice {
             .ok(),
             features: Vec::new(),
         };
-        Ok(CudaDevice { device: info.device, info, stream: ctx.default_stream(), modules: OnceLock::new() })
+        Ok(CudaDevice {
+            device: info.device,
+            info,
+            stream: ctx.default_stream(),
+            modules: OnceLock::new(),
+            blas: OnceLock::new(),
+        })
     }
 
     /// The device (`cuda:N`).
@@ -162,6 +169,22 @@ impl CudaDevice {
                     }
                 }
                 Ok(Modules { functions })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The device's cuBLAS handle, created on first use, bound to [`stream`](Self::stream).
+    /// An error (not a panic) when the cuBLAS library is missing.
+    fn blas(&self) -> Result<&cudarc::cublas::CudaBlas, CudaError> {
+        self.blas
+            .get_or_init(|| {
+                if !launch::cublas_present() {
+                    return Err(CudaError::Driver(
+                        "cuBLAS not found (libcublas.so, .so.12, ...); add its folder to LD_LIBRARY_PATH".to_owned(),
+                    ));
+                }
+                cudarc::cublas::CudaBlas::new(Arc::clone(&self.stream)).map_err(|e| CudaError::Driver(format!("{e:?}")))
             })
             .as_ref()
             .map_err(Clone::clone)

@@ -666,3 +666,49 @@ fn grid(blocks: usize) -> Result<u32, KernelError> {
         .filter(|&b| b < i32::MAX as u32)
         .ok_or_else(|| KernelError::Unsupported(format!("{blocks} blocks exceed the grid limit")))
 }
+
+impl CudaDevice {
+    /// `out[m, n] = a[m, k] · b[k, n]` through cuBLAS (`cublasGemmEx`, f32 accumulation),
+    /// all three matrices (a `Tensor` is contiguous), of one dtype (bf16, f16 or f32), on this device. f32 runs
+    /// in full f32 (no TF32).
+    pub fn matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<(), KernelError> {
+        let dtype = out.dtype();
+        let cuda_type = match dtype {
+            DType::BF16 => cudarc::cublas::sys::cudaDataType::CUDA_R_16BF,
+            DType::F16 => cudarc::cublas::sys::cudaDataType::CUDA_R_16F,
+            DType::F32 => cudarc::cublas::sys::cudaDataType::CUDA_R_32F,
+            other => return Err(KernelError::Unsupported(format!("cuda matmul takes bf16, f16 or f32, not {other}"))),
+        };
+        for (what, t) in [("a", a), ("b", b), ("out", &*out)] {
+            self.check_on_device(what, t.device())?;
+            if t.dtype() != dtype {
+                return Err(invalid(format!("{what} is {}, out is {dtype}: one dtype for all three", t.dtype())));
+            }
+            if t.dims().len() != 2 {
+                return Err(invalid(format!("{what} must be a matrix, has dims {:?}", t.dims())));
+            }
+        }
+        let (m, k) = (a.dims()[0], a.dims()[1]);
+        let n = b.dims()[1];
+        if b.dims()[0] != k || out.dims() != [m, n] {
+            return Err(invalid(format!(
+                "matmul of {:?} by {:?} into {:?}: expected b [{k}, n] and out [{m}, n]",
+                a.dims(),
+                b.dims(),
+                out.dims()
+            )));
+        }
+        let blas = self.blas()?;
+        let args = launch::GemmLaunch {
+            a: a.cuda_bytes()?.slice(..),
+            b: b.cuda_bytes()?.slice(..),
+            c: out.cuda_bytes_mut()?.slice_mut(..),
+            m,
+            n,
+            k,
+            dtype: cuda_type,
+            element: dtype.size_in_bytes(),
+        };
+        launch::gemm(blas, self.stream(), args).map_err(KernelError::from)
+    }
+}
