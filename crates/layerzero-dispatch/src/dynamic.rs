@@ -29,7 +29,7 @@ impl KernelTable {
     }
 }
 
-fn share<T>(shared: &Shared<T>) -> Shared<T> {
+pub(crate) fn share<T>(shared: &Shared<T>) -> Shared<T> {
     match shared {
         Shared::Static(t) => Shared::Static(t),
         Shared::Owned(t) => Shared::Owned(Arc::clone(t)),
@@ -181,6 +181,10 @@ macro_rules! engine_dispatcher {
 
             fn mode(&self) -> DispatchMode {
                 $mode
+            }
+
+            fn telemetry_snapshot(&self) -> Option<TelemetrySnapshot> {
+                Some(self.telemetry())
             }
         }
     };

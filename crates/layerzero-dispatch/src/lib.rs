@@ -89,6 +89,7 @@
 mod dynamic;
 mod error;
 mod executor;
+mod orchestrator;
 mod static_dispatcher;
 mod telemetry;
 
@@ -97,6 +98,7 @@ pub use error::{AttemptError, DispatchError};
 pub use executor::breaker_config;
 pub use layerzero_config::{DispatchConfig, DispatchMode};
 pub use layerzero_registry::StaticKernelRegistry;
+pub use orchestrator::{DispatchOrchestrator, ModeTelemetry, OrchestratorTelemetry, create_orchestrator};
 pub use static_dispatcher::{StaticDispatcher, StaticDispatcherBuilder};
 pub use telemetry::{KernelTelemetry, LatencySummary, SHARDS, TRACKED_KERNELS, Telemetry, TelemetrySnapshot};
 
@@ -126,6 +128,12 @@ pub trait Dispatcher: Send + Sync {
 
     /// The mode this dispatcher implements.
     fn mode(&self) -> DispatchMode;
+
+    /// This dispatcher's telemetry, when it keeps any; the orchestrator sums these in
+    /// [`DispatchOrchestrator::get_telemetry`]. `None` unless implemented.
+    fn telemetry_snapshot(&self) -> Option<TelemetrySnapshot> {
+        None
+    }
 }
 
 #[doc(hidden)]

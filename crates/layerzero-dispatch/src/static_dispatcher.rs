@@ -195,6 +195,10 @@ impl Dispatcher for StaticDispatcher {
     fn mode(&self) -> DispatchMode {
         DispatchMode::Static
     }
+
+    fn telemetry_snapshot(&self) -> Option<TelemetrySnapshot> {
+        Some(self.telemetry())
+    }
 }
 
 /// Builds a [`StaticDispatcher`] (seed 001's method 1).

@@ -267,7 +267,63 @@ impl Telemetry {
             untracked_kernel_failures: self.failures.untracked_failures.load(Ordering::Relaxed),
             selection_latency: LatencySummary::from_buckets(&selection),
             total_latency: LatencySummary::from_buckets(&total),
+            selection_histogram: LatencyHistogram::from_dense(&selection),
+            total_histogram: LatencyHistogram::from_dense(&total),
         }
+    }
+}
+
+/// A latency histogram in sparse form: `(bucket, count)` for every bucket that holds a
+/// value, buckets ascending. Bucket `b` holds values up to
+/// [`bucket_upper_ns(b)`](Self::bucket_upper_ns), at most 12.5 % above its lower bound.
+/// Snapshots carry it so that histograms of several dispatchers merge exactly
+/// ([`TelemetrySnapshot::merge`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    /// `(bucket index, values in it)`, ascending by bucket, no zero counts.
+    pub buckets: Vec<(u32, u64)>,
+}
+
+impl LatencyHistogram {
+    fn from_dense(dense: &[u64]) -> LatencyHistogram {
+        let buckets = dense
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(bucket, n)| (u32::try_from(bucket).unwrap_or(u32::MAX), *n))
+            .collect();
+        LatencyHistogram { buckets }
+    }
+
+    fn to_dense(&self) -> Vec<u64> {
+        let mut dense = vec![0u64; BUCKETS];
+        for (bucket, n) in &self.buckets {
+            if let Some(slot) = dense.get_mut(*bucket as usize) {
+                *slot += n;
+            }
+        }
+        dense
+    }
+
+    /// The largest value bucket `bucket` holds, in nanoseconds.
+    pub fn bucket_upper_ns(bucket: u32) -> u64 {
+        bucket_upper(bucket as usize)
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        let mut dense = self.to_dense();
+        for (bucket, n) in &other.buckets {
+            if let Some(slot) = dense.get_mut(*bucket as usize) {
+                *slot += n;
+            }
+        }
+        *self = LatencyHistogram::from_dense(&dense);
+    }
+
+    /// The percentiles of these counts.
+    pub fn summary(&self) -> LatencySummary {
+        LatencySummary::from_buckets(&self.to_dense())
     }
 }
 
@@ -332,11 +388,12 @@ pub struct KernelTelemetry {
     pub circuit_open_skips: u64,
 }
 
-/// What a dispatcher's telemetry says at one moment; serialisable.
+/// What a dispatcher's telemetry says at one moment; serialisable. [`merge`](Self::merge)
+/// sums several (the orchestrator's total over its modes).
 ///
 /// `dispatch_count == success_count + error_count`, and `success_count` is the sum of the
 /// kernels' `successes` plus `untracked_kernel_successes`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetrySnapshot {
     /// Dispatches that finished (with an output or an error).
     pub dispatch_count: u64,
@@ -361,12 +418,55 @@ pub struct TelemetrySnapshot {
     pub selection_latency: LatencySummary,
     /// Whole-dispatch time (recorded when `record_timing` is on).
     pub total_latency: LatencySummary,
+    /// The histogram `selection_latency` summarises.
+    #[serde(default)]
+    pub selection_histogram: LatencyHistogram,
+    /// The histogram `total_latency` summarises.
+    #[serde(default)]
+    pub total_histogram: LatencyHistogram,
 }
 
 impl TelemetrySnapshot {
     /// The counts of `kernel`, if it was recorded.
     pub fn kernel(&self, kernel: KernelId) -> Option<&KernelTelemetry> {
         self.kernels.iter().find(|k| k.kernel == kernel.as_str())
+    }
+
+    /// Adds `other` to this snapshot: counters summed, kernels merged by id, histograms
+    /// merged bucket by bucket and their percentiles recomputed (exact to the bucket, not
+    /// an average of percentiles), cache counts summed where either side has them.
+    pub fn merge(&mut self, other: &TelemetrySnapshot) {
+        self.dispatch_count += other.dispatch_count;
+        self.success_count += other.success_count;
+        self.error_count += other.error_count;
+        self.fallback_count += other.fallback_count;
+        self.cache_hits = add_optional(self.cache_hits, other.cache_hits);
+        self.cache_hit_rate = None;
+        for kernel in &other.kernels {
+            match self.kernels.iter_mut().find(|k| k.kernel == kernel.kernel) {
+                Some(mine) => {
+                    mine.successes += kernel.successes;
+                    mine.failures += kernel.failures;
+                    mine.panics += kernel.panics;
+                    mine.circuit_open_skips += kernel.circuit_open_skips;
+                }
+                None => self.kernels.push(kernel.clone()),
+            }
+        }
+        self.kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
+        self.untracked_kernel_successes += other.untracked_kernel_successes;
+        self.untracked_kernel_failures += other.untracked_kernel_failures;
+        self.selection_histogram.merge(&other.selection_histogram);
+        self.total_histogram.merge(&other.total_histogram);
+        self.selection_latency = self.selection_histogram.summary();
+        self.total_latency = self.total_histogram.summary();
+    }
+}
+
+fn add_optional(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
     }
 }
 
