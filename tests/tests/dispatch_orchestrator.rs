@@ -401,3 +401,29 @@ fn telemetry_is_kept_per_mode_and_summed() {
     let total: TelemetrySnapshot = as_dispatcher.telemetry_snapshot().unwrap();
     assert_eq!(total.dispatch_count, 9);
 }
+
+#[test]
+fn the_global_dispatcher_is_installed_once_and_serves_dispatch() {
+    // The only test of this binary that touches the process-wide dispatcher.
+    use layerzero::dispatch::{dispatch, dispatch_with_mode, get_global_dispatcher, init_global, init_global_from_env};
+
+    let orchestrator = create_orchestrator(config(DispatchMode::Auto).build().unwrap(), kernels(), backends()).unwrap();
+    let installed = init_global(orchestrator).unwrap();
+    assert!(std::ptr::eq(installed, get_global_dispatcher()));
+
+    // Seed 003, "Simple Dispatch with Global Orchestrator" and "Dispatch with Mode Override".
+    let (result, mark) = attend_with(|args| dispatch(OperationType::AttentionCausal, args, None));
+    assert_eq!((result.unwrap().kernel_id.as_str(), mark), ("orch_flash_attn_v2", 1.0));
+    let (result, mark) = attend_with(|args| dispatch_with_mode(CAUSAL, args, None, DispatchMode::Dynamic));
+    assert_eq!((result.unwrap().kernel_id.as_str(), mark), ("orch_sdpa", 2.0));
+    // Seed 001, "Mode Switching", on the global dispatcher.
+    get_global_dispatcher().set_default_mode(DispatchMode::Dynamic);
+    assert_eq!(attend_with(|args| dispatch(CAUSAL, args, None)).1, 2.0);
+
+    // A second installation is refused and changes nothing.
+    let other = DispatchOrchestrator::new(&DispatchConfig::default(), DispatchMode::Static).unwrap();
+    assert!(matches!(init_global(other), Err(DispatchError::GlobalAlreadyInitialized)));
+    assert!(matches!(init_global_from_env(), Err(DispatchError::GlobalAlreadyInitialized)));
+    assert_eq!(get_global_dispatcher().default_mode(), DispatchMode::Dynamic);
+    assert_eq!(get_global_dispatcher().get_telemetry().total.dispatch_count, 3);
+}

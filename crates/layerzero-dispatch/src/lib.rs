@@ -89,6 +89,7 @@
 mod dynamic;
 mod error;
 mod executor;
+mod global;
 mod orchestrator;
 mod static_dispatcher;
 mod telemetry;
@@ -96,11 +97,14 @@ mod telemetry;
 pub use dynamic::{ConfigDrivenDispatcher, DynamicDispatcher, create_config_dispatcher, create_dynamic_dispatcher};
 pub use error::{AttemptError, DispatchError};
 pub use executor::breaker_config;
+pub use global::{dispatch, dispatch_with_mode, get_global_dispatcher, init_global, init_global_from_env};
 pub use layerzero_config::{DispatchConfig, DispatchMode};
 pub use layerzero_registry::StaticKernelRegistry;
 pub use orchestrator::{DispatchOrchestrator, ModeTelemetry, OrchestratorTelemetry, create_orchestrator};
 pub use static_dispatcher::{StaticDispatcher, StaticDispatcherBuilder};
-pub use telemetry::{KernelTelemetry, LatencySummary, SHARDS, TRACKED_KERNELS, Telemetry, TelemetrySnapshot};
+pub use telemetry::{
+    KernelTelemetry, LatencyHistogram, LatencySummary, SHARDS, TRACKED_KERNELS, Telemetry, TelemetrySnapshot,
+};
 
 use layerzero_types::{DispatchResult, KernelId, OpArgs, Operation, SelectionContext};
 

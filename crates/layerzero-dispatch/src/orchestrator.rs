@@ -219,7 +219,6 @@ impl DispatchOrchestrator {
     }
 
     /// An orchestrator with no dispatchers and an empty AUTO map; cannot fail.
-    #[allow(dead_code)]
     pub(crate) fn empty(default_mode: DispatchMode) -> DispatchOrchestrator {
         DispatchOrchestrator::from_parts(StaticOperations::default(), false, default_mode)
     }
