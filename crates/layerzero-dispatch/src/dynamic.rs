@@ -10,21 +10,22 @@ use layerzero_breaker::{CircuitBreakerRegistry, Clock};
 use layerzero_config::{CompiledConfig, ConfigSchema, DispatchConfig, DispatchMode};
 use layerzero_registry::{BackendRegistry, KernelRegistry, get_global_backend_registry};
 use layerzero_select::{Explanation, SelectionEngine, Shared};
-use layerzero_types::{DispatchResult, KernelError, KernelId, KernelImpl, OpArgs, Operation, SelectionContext};
+use layerzero_types::{DispatchResult, KernelError, KernelId, OpArgs, Operation, SelectionContext};
 
-use crate::executor::{Executor, check_args};
+use crate::executor::{DeviceSync, Executor, check_args};
 use crate::telemetry::TelemetrySnapshot;
+use crate::transform::KernelEntry;
 use crate::{DispatchError, Dispatcher};
 
 /// The code of every registered kernel, indexed by [`KernelId::index`], for one registry
 /// version.
 struct KernelTable {
     version: u64,
-    code: Vec<Option<KernelImpl>>,
+    code: Vec<Option<KernelEntry>>,
 }
 
 impl KernelTable {
-    fn get(&self, kernel: KernelId) -> Option<&KernelImpl> {
+    fn get(&self, kernel: KernelId) -> Option<&KernelEntry> {
         self.code.get(kernel.index() as usize).and_then(Option::as_ref)
     }
 }
@@ -89,7 +90,7 @@ impl EngineDispatch {
         if self.table.load().version == snapshot.version() {
             return;
         }
-        let mut code: Vec<Option<KernelImpl>> = Vec::new();
+        let mut code: Vec<Option<KernelEntry>> = Vec::new();
         for spec in snapshot.iter() {
             self.executor.register_kernel(spec.id);
             if let Some(implementation) = snapshot.implementation(spec.id) {
@@ -98,7 +99,7 @@ impl EngineDispatch {
                     code.resize(index + 1, None);
                 }
                 if let Some(slot) = code.get_mut(index) {
-                    *slot = Some(implementation.clone());
+                    *slot = Some(KernelEntry::new(spec, implementation.clone()));
                 }
             }
         }
@@ -161,6 +162,12 @@ macro_rules! engine_dispatcher {
             /// The telemetry so far.
             pub fn telemetry(&self) -> TelemetrySnapshot {
                 self.inner.executor.telemetry().snapshot()
+            }
+
+            /// Installs the hook `sync_after_execution` runs after each kernel
+            /// ([`DeviceSync`]); the first installed stays, and `Err` hands back a later one.
+            pub fn set_device_sync(&self, hook: Arc<dyn DeviceSync>) -> Result<(), Arc<dyn DeviceSync>> {
+                self.inner.executor.set_device_sync(hook)
             }
         }
 

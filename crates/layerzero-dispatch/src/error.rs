@@ -8,7 +8,7 @@ use layerzero_breaker::BreakerError;
 use layerzero_config::{ConfigError, DispatchMode};
 use layerzero_registry::RegistryError;
 use layerzero_select::SelectionError;
-use layerzero_types::{ArgsKind, KernelError, KernelId, Operation, TypesError};
+use layerzero_types::{ArgsKind, KernelError, KernelId, Layout, Operation, TypesError};
 
 /// Why one kernel of a chain did not produce the output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,6 +26,13 @@ pub enum AttemptError {
     /// The kernel is known (by spec) but no code is registered for it.
     #[error("skipped: no implementation is registered")]
     NoImplementation,
+    /// The kernel's spec does not take the arguments' layout and `enable_transforms` is off.
+    #[error("skipped: it does not take {0} tensors and layout transforms are off")]
+    LayoutUnsupported(Layout),
+    /// The kernel's spec does not take the arguments' layout and the transform into one it
+    /// takes could not be made (device memory, an element type without a copy).
+    #[error("skipped: no layout transform: {0}")]
+    TransformUnavailable(String),
 }
 
 /// Why a dispatch produced no output.

@@ -93,10 +93,11 @@ mod global;
 mod orchestrator;
 mod static_dispatcher;
 mod telemetry;
+mod transform;
 
 pub use dynamic::{ConfigDrivenDispatcher, DynamicDispatcher, create_config_dispatcher, create_dynamic_dispatcher};
 pub use error::{AttemptError, DispatchError};
-pub use executor::breaker_config;
+pub use executor::{DeviceSync, breaker_config};
 pub use global::{dispatch, dispatch_with_mode, get_global_dispatcher, init_global, init_global_from_env};
 pub use layerzero_config::{DispatchConfig, DispatchMode};
 pub use layerzero_registry::StaticKernelRegistry;
