@@ -393,6 +393,12 @@ fn telemetry_is_kept_per_mode_and_summed() {
     assert_eq!(telemetry.total.total_latency.count, 9);
     assert!(telemetry.total.total_latency.p99_ns >= static_mode.total_latency.p50_ns);
     assert_eq!(telemetry.mode_fallback_count, 0);
+    // Cache hits are DYNAMIC's (STATIC has no cache): rms_norm missed once, then hit four
+    // times; attention in DYNAMIC missed once.
+    assert_eq!((static_mode.cache_hits, static_mode.cache_hit_rate), (None, None));
+    assert_eq!((dynamic_mode.cache_hits, dynamic_mode.cache_misses), (Some(4), Some(2)));
+    assert_eq!((telemetry.total.cache_hits, telemetry.total.cache_misses), (Some(4), Some(2)));
+    assert_eq!(telemetry.total.cache_hit_rate, Some(4.0 / 6.0));
 
     let json = serde_json::to_string(&telemetry).unwrap();
     assert_eq!(serde_json::from_str::<OrchestratorTelemetry>(&json).unwrap(), telemetry);

@@ -55,6 +55,9 @@ impl EngineDispatch {
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<EngineDispatch, DispatchError> {
         let executor = Executor::new(config, clock)?;
+        if config.enable_cache() {
+            executor.telemetry().track_cache();
+        }
         let engine = SelectionEngine::with_config(share(&kernels), backends, config, policy);
         let dispatch = EngineDispatch {
             engine,
@@ -132,8 +135,11 @@ impl EngineDispatch {
                 }
             },
         };
-        let selection = match self.engine.select(operation, context) {
-            Ok(selection) => selection,
+        let selection = match self.engine.select_traced(operation, context) {
+            Ok((selection, cache)) => {
+                self.executor.record_cache(cache);
+                selection
+            }
             Err(e) => return self.executor.fail(e.into()),
         };
         let selected = self.executor.now();

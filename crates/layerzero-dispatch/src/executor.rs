@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use layerzero_breaker::{CallPermit, CircuitBreakerConfig, CircuitBreakerRegistry, Clock};
 use layerzero_config::DispatchConfig;
+use layerzero_select::CacheOutcome;
 use layerzero_types::{
     ArgsKind, DispatchResult, DispatchTiming, KernelError, KernelId, KernelResult, OpArgs, Operation,
 };
@@ -103,6 +104,15 @@ impl Executor {
     /// one offered when a hook is already there).
     pub(crate) fn set_device_sync(&self, hook: Arc<dyn DeviceSync>) -> Result<(), Arc<dyn DeviceSync>> {
         self.device_sync.set(hook)
+    }
+
+    /// Counts one selection-cache lookup when telemetry is on (`Disabled`: no cache, not
+    /// counted).
+    #[inline]
+    pub(crate) fn record_cache(&self, outcome: CacheOutcome) {
+        if self.telemetry_enabled && outcome != CacheOutcome::Disabled {
+            self.telemetry.record_cache(outcome == CacheOutcome::Hit);
+        }
     }
 
     pub(crate) fn register_kernel(&self, kernel: KernelId) {

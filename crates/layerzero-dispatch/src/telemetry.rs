@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use layerzero_types::KernelId;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,8 @@ struct Shard {
     untracked_successes: AtomicU64,
     errors: AtomicU64,
     fallbacks: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
     selection: Histogram,
     total: Histogram,
 }
@@ -79,6 +81,8 @@ impl Shard {
             untracked_successes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
             selection: Histogram::new(),
             total: Histogram::new(),
         }
@@ -127,6 +131,8 @@ pub struct Telemetry {
     // The id behind each tracked index, filled when a dispatcher learns of a kernel (at
     // build, or when its kernel table is rebuilt), so the hot path never writes it.
     names: Box<[OnceLock<KernelId>]>,
+    // Set once, when the dispatcher is built with a selection cache; read by snapshots only.
+    tracks_cache: AtomicBool,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -158,7 +164,20 @@ impl Telemetry {
                 untracked_failures: AtomicU64::new(0),
             },
             names: (0..TRACKED_KERNELS).map(|_| OnceLock::new()).collect(),
+            tracks_cache: AtomicBool::new(false),
         }
+    }
+
+    /// Makes snapshots report selection-cache hits and misses (a dispatcher with a cache).
+    pub(crate) fn track_cache(&self) {
+        self.tracks_cache.store(true, Ordering::Relaxed);
+    }
+
+    /// One selection-cache lookup. Budget: one relaxed `fetch_add` on this thread's shard.
+    #[inline]
+    pub(crate) fn record_cache(&self, hit: bool) {
+        let shard = self.shard();
+        if hit { &shard.cache_hits } else { &shard.cache_misses }.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Makes `kernel`'s counts appear under its name in snapshots.
@@ -219,6 +238,8 @@ impl Telemetry {
         let mut untracked_successes = 0;
         let mut errors = 0;
         let mut fallbacks = 0;
+        let mut cache_hits = 0;
+        let mut cache_misses = 0;
         let mut selection = vec![0u64; BUCKETS];
         let mut total = vec![0u64; BUCKETS];
         for shard in self.shards.iter() {
@@ -228,6 +249,8 @@ impl Telemetry {
             untracked_successes += shard.untracked_successes.load(Ordering::Relaxed);
             errors += shard.errors.load(Ordering::Relaxed);
             fallbacks += shard.fallbacks.load(Ordering::Relaxed);
+            cache_hits += shard.cache_hits.load(Ordering::Relaxed);
+            cache_misses += shard.cache_misses.load(Ordering::Relaxed);
             for (sum, bucket) in selection.iter_mut().zip(shard.selection.buckets.iter()) {
                 *sum += bucket.load(Ordering::Relaxed);
             }
@@ -255,13 +278,15 @@ impl Telemetry {
         }
         kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
         let success_count = successes.iter().sum::<u64>() + untracked_successes;
+        let tracks_cache = self.tracks_cache.load(Ordering::Relaxed);
         TelemetrySnapshot {
             dispatch_count: success_count + errors,
             success_count,
             error_count: errors,
             fallback_count: fallbacks,
-            cache_hits: None,
-            cache_hit_rate: None,
+            cache_hits: tracks_cache.then_some(cache_hits),
+            cache_misses: tracks_cache.then_some(cache_misses),
+            cache_hit_rate: hit_rate(tracks_cache.then_some(cache_hits), tracks_cache.then_some(cache_misses)),
             kernels,
             untracked_kernel_successes: untracked_successes,
             untracked_kernel_failures: self.failures.untracked_failures.load(Ordering::Relaxed),
@@ -403,10 +428,16 @@ pub struct TelemetrySnapshot {
     pub error_count: u64,
     /// Dispatches whose output came from a fallback kernel.
     pub fallback_count: u64,
-    /// Selection-cache hits. `None`: the selection engine does not report hits, and
-    /// this crate does not guess them.
+    /// Selection-cache lookups answered from the cache (DYNAMIC and CONFIG, counted per
+    /// thread shard from `SelectionEngine::select_traced`). `None`: this dispatcher has no
+    /// selection cache (STATIC, or the cache turned off).
     pub cache_hits: Option<u64>,
-    /// Selection-cache hit rate; `None` for the same reason.
+    /// Selection-cache lookups that ran the selection pipeline. A lookup whose selection
+    /// failed (no kernel can run the call) is counted in neither.
+    #[serde(default)]
+    pub cache_misses: Option<u64>,
+    /// `cache_hits / (cache_hits + cache_misses)`; `None` without a cache or before the
+    /// first lookup.
     pub cache_hit_rate: Option<f64>,
     /// Per-kernel counts, by kernel id.
     pub kernels: Vec<KernelTelemetry>,
@@ -441,7 +472,8 @@ impl TelemetrySnapshot {
         self.error_count += other.error_count;
         self.fallback_count += other.fallback_count;
         self.cache_hits = add_optional(self.cache_hits, other.cache_hits);
-        self.cache_hit_rate = None;
+        self.cache_misses = add_optional(self.cache_misses, other.cache_misses);
+        self.cache_hit_rate = hit_rate(self.cache_hits, self.cache_misses);
         for kernel in &other.kernels {
             match self.kernels.iter_mut().find(|k| k.kernel == kernel.kernel) {
                 Some(mine) => {
@@ -461,6 +493,12 @@ impl TelemetrySnapshot {
         self.selection_latency = self.selection_histogram.summary();
         self.total_latency = self.total_histogram.summary();
     }
+}
+
+fn hit_rate(hits: Option<u64>, misses: Option<u64>) -> Option<f64> {
+    let (hits, misses) = (hits?, misses.unwrap_or(0));
+    let lookups = hits + misses;
+    (lookups > 0).then(|| hits as f64 / lookups as f64)
 }
 
 fn add_optional(a: Option<u64>, b: Option<u64>) -> Option<u64> {
@@ -495,7 +533,16 @@ mod tests {
         }
         telemetry.record_error();
         telemetry.record_attempt_failure(a, AttemptOutcome::Panicked);
+        assert_eq!(telemetry.snapshot().cache_hits, None, "no cache tracked: no counts invented");
+        telemetry.track_cache();
+        for i in 0..8 {
+            telemetry.record_cache(i != 0);
+        }
         let snapshot = telemetry.snapshot();
+        assert_eq!(
+            (snapshot.cache_hits, snapshot.cache_misses, snapshot.cache_hit_rate),
+            (Some(7), Some(1), Some(0.875))
+        );
         assert_eq!((snapshot.dispatch_count, snapshot.success_count, snapshot.error_count), (101, 100, 1));
         assert_eq!(snapshot.fallback_count, 10);
         let kernel = snapshot.kernel(a).unwrap();
@@ -504,5 +551,17 @@ mod tests {
         assert!((990..=1120).contains(&snapshot.total_latency.p99_ns), "{:?}", snapshot.total_latency);
         let json = serde_json::to_string(&snapshot).unwrap();
         assert_eq!(serde_json::from_str::<TelemetrySnapshot>(&json).unwrap(), snapshot);
+
+        // Merging sums counts and histograms; percentiles come from the merged buckets.
+        let mut merged = snapshot.clone();
+        merged.merge(&snapshot);
+        assert_eq!((merged.dispatch_count, merged.fallback_count), (202, 20));
+        assert_eq!((merged.cache_hits, merged.cache_hit_rate), (Some(14), Some(0.875)));
+        assert_eq!(merged.kernel(a).unwrap().successes, 200);
+        assert_eq!(merged.total_latency.count, 200);
+        assert_eq!(merged.total_latency.p99_ns, snapshot.total_latency.p99_ns);
+        let mut from_empty = TelemetrySnapshot::default();
+        from_empty.merge(&snapshot);
+        assert_eq!(from_empty, snapshot);
     }
 }
