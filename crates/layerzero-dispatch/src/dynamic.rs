@@ -117,7 +117,7 @@ impl EngineDispatch {
         context: Option<&SelectionContext>,
     ) -> Result<DispatchResult<()>, DispatchError> {
         if let Err(e) = check_args(operation, args) {
-            return self.executor.fail(e);
+            return self.executor.fail_unselected(e);
         }
         let start: Option<Instant> = self.executor.now();
         let derived;
@@ -129,9 +129,10 @@ impl EngineDispatch {
                     &derived
                 }
                 Err(e) => {
-                    return self
-                        .executor
-                        .fail(DispatchError::InvalidArguments { operation, source: KernelError::Tensor(e) });
+                    return self.executor.fail_unselected(DispatchError::InvalidArguments {
+                        operation,
+                        source: KernelError::Tensor(e),
+                    });
                 }
             },
         };
@@ -140,7 +141,7 @@ impl EngineDispatch {
                 self.executor.record_cache(cache);
                 selection
             }
-            Err(e) => return self.executor.fail(e.into()),
+            Err(e) => return self.executor.fail_unselected(e.into()),
         };
         let selected = self.executor.now();
         let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());

@@ -106,13 +106,22 @@ impl Executor {
         self.device_sync.set(hook)
     }
 
-    /// Counts one selection-cache lookup when telemetry is on (`Disabled`: no cache, not
-    /// counted).
+    /// Counts a selection-cache miss when telemetry is on; a hit costs nothing (the
+    /// snapshot derives hits from the dispatches that reached a kernel chain).
     #[inline]
     pub(crate) fn record_cache(&self, outcome: CacheOutcome) {
-        if self.telemetry_enabled && outcome != CacheOutcome::Disabled {
-            self.telemetry.record_cache(outcome == CacheOutcome::Hit);
+        if self.telemetry_enabled && outcome == CacheOutcome::Miss {
+            self.telemetry.record_cache_miss();
         }
+    }
+
+    /// Fails a dispatch that ended before the selection answered, counting it as an error
+    /// and not as a cache lookup.
+    pub(crate) fn fail_unselected<T>(&self, error: DispatchError) -> Result<T, DispatchError> {
+        if self.telemetry_enabled {
+            self.telemetry.record_unselected_error();
+        }
+        Err(error)
     }
 
     pub(crate) fn register_kernel(&self, kernel: KernelId) {

@@ -68,8 +68,10 @@ struct Shard {
     untracked_successes: AtomicU64,
     errors: AtomicU64,
     fallbacks: AtomicU64,
-    cache_hits: AtomicU64,
+    // Selection-cache hits are not counted: they are the dispatches that got a selection
+    // (all but `unselected`) less the misses, so a hit costs no counter at all.
     cache_misses: AtomicU64,
+    unselected: AtomicU64,
     selection: Histogram,
     total: Histogram,
 }
@@ -81,8 +83,8 @@ impl Shard {
             untracked_successes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
-            cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
+            unselected: AtomicU64::new(0),
             selection: Histogram::new(),
             total: Histogram::new(),
         }
@@ -173,11 +175,18 @@ impl Telemetry {
         self.tracks_cache.store(true, Ordering::Relaxed);
     }
 
-    /// One selection-cache lookup. Budget: one relaxed `fetch_add` on this thread's shard.
-    #[inline]
-    pub(crate) fn record_cache(&self, hit: bool) {
+    /// A selection-cache miss (the pipeline ran, microseconds): one relaxed `fetch_add`
+    /// on this thread's shard. Hits are derived, not counted (see the snapshot).
+    pub(crate) fn record_cache_miss(&self) {
+        self.shard().cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dispatch that ended in an error before the selection cache answered (bad
+    /// arguments, no kernel can run the call); it counts as an error, not as a lookup.
+    pub(crate) fn record_unselected_error(&self) {
         let shard = self.shard();
-        if hit { &shard.cache_hits } else { &shard.cache_misses }.fetch_add(1, Ordering::Relaxed);
+        shard.errors.fetch_add(1, Ordering::Relaxed);
+        shard.unselected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Makes `kernel`'s counts appear under its name in snapshots.
@@ -238,8 +247,8 @@ impl Telemetry {
         let mut untracked_successes = 0;
         let mut errors = 0;
         let mut fallbacks = 0;
-        let mut cache_hits = 0;
         let mut cache_misses = 0;
+        let mut unselected = 0;
         let mut selection = vec![0u64; BUCKETS];
         let mut total = vec![0u64; BUCKETS];
         for shard in self.shards.iter() {
@@ -249,8 +258,8 @@ impl Telemetry {
             untracked_successes += shard.untracked_successes.load(Ordering::Relaxed);
             errors += shard.errors.load(Ordering::Relaxed);
             fallbacks += shard.fallbacks.load(Ordering::Relaxed);
-            cache_hits += shard.cache_hits.load(Ordering::Relaxed);
             cache_misses += shard.cache_misses.load(Ordering::Relaxed);
+            unselected += shard.unselected.load(Ordering::Relaxed);
             for (sum, bucket) in selection.iter_mut().zip(shard.selection.buckets.iter()) {
                 *sum += bucket.load(Ordering::Relaxed);
             }
@@ -278,15 +287,21 @@ impl Telemetry {
         }
         kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
         let success_count = successes.iter().sum::<u64>() + untracked_successes;
-        let tracks_cache = self.tracks_cache.load(Ordering::Relaxed);
+        let dispatch_count = success_count + errors;
+        let (cache_hits, cache_misses) = if self.tracks_cache.load(Ordering::Relaxed) {
+            let lookups = dispatch_count.saturating_sub(unselected);
+            (Some(lookups.saturating_sub(cache_misses)), Some(cache_misses))
+        } else {
+            (None, None)
+        };
         TelemetrySnapshot {
-            dispatch_count: success_count + errors,
+            dispatch_count,
             success_count,
             error_count: errors,
             fallback_count: fallbacks,
-            cache_hits: tracks_cache.then_some(cache_hits),
-            cache_misses: tracks_cache.then_some(cache_misses),
-            cache_hit_rate: hit_rate(tracks_cache.then_some(cache_hits), tracks_cache.then_some(cache_misses)),
+            cache_hits,
+            cache_misses,
+            cache_hit_rate: hit_rate(cache_hits, cache_misses),
             kernels,
             untracked_kernel_successes: untracked_successes,
             untracked_kernel_failures: self.failures.untracked_failures.load(Ordering::Relaxed),
@@ -428,9 +443,11 @@ pub struct TelemetrySnapshot {
     pub error_count: u64,
     /// Dispatches whose output came from a fallback kernel.
     pub fallback_count: u64,
-    /// Selection-cache lookups answered from the cache (DYNAMIC and CONFIG, counted per
-    /// thread shard from `SelectionEngine::select_traced`). `None`: this dispatcher has no
-    /// selection cache (STATIC, or the cache turned off).
+    /// Selection-cache lookups answered from the cache (DYNAMIC and CONFIG, from
+    /// `SelectionEngine::select_traced`). Counted without a counter: the dispatches that got
+    /// a selection less the misses, so a hit costs nothing; under load it is exact at no
+    /// single moment, like every counter here. `None`: this dispatcher has no selection
+    /// cache (STATIC, or the cache turned off).
     pub cache_hits: Option<u64>,
     /// Selection-cache lookups that ran the selection pipeline. A lookup whose selection
     /// failed (no kernel can run the call) is counted in neither.
@@ -535,15 +552,15 @@ mod tests {
         telemetry.record_attempt_failure(a, AttemptOutcome::Panicked);
         assert_eq!(telemetry.snapshot().cache_hits, None, "no cache tracked: no counts invented");
         telemetry.track_cache();
-        for i in 0..8 {
-            telemetry.record_cache(i != 0);
+        // 101 dispatches got a selection, 12 of them by a miss; one more ends before it.
+        telemetry.record_unselected_error();
+        for _ in 0..12 {
+            telemetry.record_cache_miss();
         }
         let snapshot = telemetry.snapshot();
-        assert_eq!(
-            (snapshot.cache_hits, snapshot.cache_misses, snapshot.cache_hit_rate),
-            (Some(7), Some(1), Some(0.875))
-        );
-        assert_eq!((snapshot.dispatch_count, snapshot.success_count, snapshot.error_count), (101, 100, 1));
+        assert_eq!((snapshot.cache_hits, snapshot.cache_misses), (Some(89), Some(12)));
+        assert_eq!(snapshot.cache_hit_rate, Some(89.0 / 101.0));
+        assert_eq!((snapshot.dispatch_count, snapshot.success_count, snapshot.error_count), (102, 100, 2));
         assert_eq!(snapshot.fallback_count, 10);
         let kernel = snapshot.kernel(a).unwrap();
         assert_eq!((kernel.successes, kernel.panics, kernel.failures), (100, 1, 0));
@@ -555,8 +572,8 @@ mod tests {
         // Merging sums counts and histograms; percentiles come from the merged buckets.
         let mut merged = snapshot.clone();
         merged.merge(&snapshot);
-        assert_eq!((merged.dispatch_count, merged.fallback_count), (202, 20));
-        assert_eq!((merged.cache_hits, merged.cache_hit_rate), (Some(14), Some(0.875)));
+        assert_eq!((merged.dispatch_count, merged.fallback_count), (204, 20));
+        assert_eq!((merged.cache_hits, merged.cache_hit_rate), (Some(178), Some(89.0 / 101.0)));
         assert_eq!(merged.kernel(a).unwrap().successes, 200);
         assert_eq!(merged.total_latency.count, 200);
         assert_eq!(merged.total_latency.p99_ns, snapshot.total_latency.p99_ns);
