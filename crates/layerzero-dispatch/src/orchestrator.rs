@@ -175,6 +175,9 @@ impl StaticOperations {
 /// caller as they are); several return [`DispatchError::ModeFallbackExhausted`] with each
 /// mode's error; none registered is [`DispatchError::NoDispatcher`].
 ///
+/// Each move to another mode after a failure is logged with `tracing::warn!` when the
+/// config's `log_fallbacks` is on.
+///
 /// A fallback to another mode re-runs the operation on the same arguments: safe for
 /// operations that write a separate output; `rope` works in place (see the crate docs).
 ///
@@ -190,6 +193,7 @@ pub struct DispatchOrchestrator {
     default_mode: AtomicU8,
     static_operations: StaticOperations,
     hot_reload_configured: bool,
+    log_fallbacks: bool,
     /// Calls answered by a mode after the first tried (failure path only).
     mode_fallbacks: AtomicU64,
     /// Times a mode was passed over or failed and the next was tried (failure path only).
@@ -215,7 +219,9 @@ impl DispatchOrchestrator {
     pub fn new(config: &DispatchConfig, default_mode: DispatchMode) -> Result<DispatchOrchestrator, DispatchError> {
         let static_operations = StaticOperations::from_config(config)?;
         let hot_reload_configured = config.config_path().is_some() && config.mode() == DispatchMode::HotReload;
-        Ok(DispatchOrchestrator::from_parts(static_operations, hot_reload_configured, default_mode))
+        let mut orchestrator = DispatchOrchestrator::from_parts(static_operations, hot_reload_configured, default_mode);
+        orchestrator.log_fallbacks = config.log_fallbacks();
+        Ok(orchestrator)
     }
 
     /// An orchestrator with no dispatchers and an empty AUTO map; cannot fail.
@@ -234,6 +240,7 @@ impl DispatchOrchestrator {
             default_mode: AtomicU8::new(mode_code(default_mode)),
             static_operations,
             hot_reload_configured,
+            log_fallbacks: true,
             mode_fallbacks: AtomicU64::new(0),
             mode_switches: AtomicU64::new(0),
             no_dispatcher: AtomicU64::new(0),
@@ -384,7 +391,7 @@ impl DispatchOrchestrator {
         for mode in plan(table, requested, resolved).skip(1) {
             let Some(dispatcher) = table.dispatcher(mode) else { continue };
             self.mode_switches.fetch_add(1, Ordering::Relaxed);
-            if let Some((failed, error)) = attempts.last() {
+            if let Some((failed, error)) = attempts.last().filter(|_| self.log_fallbacks) {
                 tracing::warn!(%operation, mode = %failed, next = %mode, %error, "dispatch mode failed; trying the next mode");
             }
             match dispatcher.dispatch(operation, args, context) {
@@ -546,6 +553,41 @@ impl OrchestratorTelemetry {
 /// [`register_dispatcher`](DispatchOrchestrator::register_dispatcher); until then AUTO's
 /// HOT_RELOAD choice falls back to DYNAMIC. Each dispatcher keeps its own breakers and
 /// telemetry.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use layerzero_config::{DispatchConfig, DispatchMode};
+/// use layerzero_dispatch::{Dispatcher, create_orchestrator};
+/// use layerzero_registry::{BackendRegistry, KernelRegistry};
+/// use layerzero_types::{DType, KernelImpl, KernelResult, KernelSpec, NormArgs, OpArgs, OperationType, Platform, Tensor};
+///
+/// fn fill(value: f32) -> KernelImpl {
+///     KernelImpl::norm(move |args: &mut NormArgs<'_>| -> KernelResult {
+///         args.output.as_mut_slice::<f32>()?.fill(value);
+///         Ok(())
+///     })
+/// }
+/// let kernels = Arc::new(KernelRegistry::new());
+/// let spec = |id: &str, priority| KernelSpec::new(id, Platform::Cpu).map(|s| s.for_operation(OperationType::NormRms).with_priority(priority));
+/// kernels.register_with_impl(spec("doc_orch_pinned", 1)?, fill(1.0))?;
+/// kernels.register_with_impl(spec("doc_orch_best", 100)?, fill(2.0))?;
+/// // AUTO: rms_norm is in the static map, so STATIC runs the pinned kernel.
+/// let config = DispatchConfig::builder().mode(DispatchMode::Auto).static_kernel("rms_norm", "doc_orch_pinned").build()?;
+/// let orchestrator = create_orchestrator(config, kernels, Arc::new(BackendRegistry::detect()))?;
+///
+/// let input = Tensor::zeros(&[1, 4], DType::F32)?;
+/// let weight = Tensor::zeros(&[4], DType::F32)?;
+/// let mut out = Tensor::zeros(&[1, 4], DType::F32)?;
+/// let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output: out.view_mut(), eps: 1e-6 });
+/// let op = OperationType::NormRms.into();
+/// assert_eq!(orchestrator.dispatch(op, &mut args, None)?.kernel_id.as_str(), "doc_orch_pinned");
+/// // This call only: DYNAMIC, where priorities decide.
+/// let result = orchestrator.dispatch_with_mode(op, &mut args, None, Some(DispatchMode::Dynamic))?;
+/// assert_eq!(result.kernel_id.as_str(), "doc_orch_best");
+/// assert_eq!(orchestrator.get_telemetry().total.dispatch_count, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn create_orchestrator(
     config: DispatchConfig,
     kernel_registry: impl Into<Shared<KernelRegistry>>,
