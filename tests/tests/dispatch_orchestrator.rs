@@ -433,3 +433,48 @@ fn the_global_dispatcher_is_installed_once_and_serves_dispatch() {
     assert_eq!(get_global_dispatcher().default_mode(), DispatchMode::Dynamic);
     assert_eq!(get_global_dispatcher().get_telemetry().total.dispatch_count, 3);
 }
+
+#[test]
+fn calls_keep_answering_while_modes_are_registered_and_switched() {
+    // 4 threads dispatch in AUTO while the main thread swaps the STATIC dispatcher in and
+    // out and switches the default mode: every call is answered (STATIC, or DYNAMIC by
+    // fallback or by choice), and the counts add up.
+    let kernels = kernels();
+    let config = config(DispatchMode::Auto).build().unwrap();
+    let orchestrator = Arc::new(create_orchestrator(config, kernels, backends()).unwrap());
+    let static_dispatcher = orchestrator.get_dispatcher(DispatchMode::Static).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let orchestrator = Arc::clone(&orchestrator);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut calls = 0u64;
+                while !stop.load(Ordering::Relaxed) || calls < 1000 {
+                    let (result, mark) = attend(&orchestrator, None);
+                    let result = result.unwrap();
+                    assert!(mark == 1.0 || mark == 2.0, "{mark}");
+                    assert_eq!(result.kernel_id.as_str(), if mark == 1.0 { "orch_flash_attn_v2" } else { "orch_sdpa" });
+                    calls += 1;
+                }
+                calls
+            })
+        })
+        .collect();
+    for round in 0..200 {
+        if round % 2 == 0 {
+            orchestrator.unregister_dispatcher(DispatchMode::Static);
+        } else {
+            orchestrator.register_dispatcher(DispatchMode::Static, Arc::clone(&static_dispatcher)).unwrap();
+        }
+        orchestrator.set_default_mode(if round % 3 == 0 { DispatchMode::Dynamic } else { DispatchMode::Auto });
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let calls: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let telemetry = orchestrator.get_telemetry();
+    let static_count = static_dispatcher.telemetry_snapshot().unwrap().dispatch_count;
+    let dynamic_count = telemetry.mode(DispatchMode::Dynamic).unwrap().dispatch_count;
+    assert_eq!(static_count + dynamic_count, calls, "each call answered once, by one mode");
+    assert_eq!(telemetry.total.error_count, 0);
+}
