@@ -1,6 +1,8 @@
 //! The overhead of dispatch over a direct call of a no-op kernel, per mode (STATIC,
-//! DYNAMIC on a cache hit, CONFIG on a cache hit), with telemetry and timing off and on,
-//! on 1 and 2 threads at once, as p50 / p99 per call.
+//! DYNAMIC on a cache hit, CONFIG on a cache hit), through the orchestrator (AUTO choosing
+//! STATIC, AUTO choosing DYNAMIC, an explicit mode), with telemetry and timing off and
+//! on, on 1 and 2 threads at once, as p50 / p99 per call. The orchestrator's own cost is
+//! its row minus the row of the mode it lands in.
 //!
 //! Criterion reports means; the targets (PERF.md: DYNAMIC hit ≤ 25 ns median, ≤ 50 ns p99,
 //! the same with 2 threads) are percentiles, so this bench has its own loop: a sample is
@@ -15,11 +17,14 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use layerzero::config::{ConfigSchema, DispatchConfig, DispatchMode};
-use layerzero::dispatch::{ConfigDrivenDispatcher, Dispatcher, StaticDispatcherBuilder, create_dynamic_dispatcher};
+use layerzero::dispatch::{
+    ConfigDrivenDispatcher, DispatchError, DispatchOrchestrator, Dispatcher, StaticDispatcher, StaticDispatcherBuilder,
+    create_dynamic_dispatcher,
+};
 use layerzero::registry::{BackendRegistry, KernelRegistry};
 use layerzero::types::{
-    DType, KernelImpl, KernelResult, KernelSpec, NormArgs, OpArgs, Operation, OperationType, Platform, Tensor,
-    TensorViewMut,
+    DType, DispatchResult, KernelId, KernelImpl, KernelResult, KernelSpec, NormArgs, OpArgs, Operation, OperationType,
+    Platform, SelectionContext, Tensor, TensorViewMut,
 };
 
 const BATCH: usize = 64;
@@ -91,6 +96,43 @@ fn config(telemetry: bool, mode: DispatchMode) -> DispatchConfig {
         .expect("a valid config")
 }
 
+/// An orchestrator called with an explicit mode for every call.
+struct InMode(DispatchOrchestrator, DispatchMode);
+
+impl Dispatcher for InMode {
+    fn dispatch(
+        &self,
+        operation: Operation,
+        args: &mut OpArgs<'_>,
+        context: Option<&SelectionContext>,
+    ) -> Result<DispatchResult<()>, DispatchError> {
+        self.0.dispatch_with_mode(operation, args, context, Some(self.1))
+    }
+
+    fn kernel_for(&self, operation: Operation, context: &SelectionContext) -> Result<KernelId, DispatchError> {
+        self.0.kernel_for(operation, context)
+    }
+
+    fn mode(&self) -> DispatchMode {
+        self.1
+    }
+}
+
+/// An orchestrator in AUTO over `modes`; `static_map` puts rms_norm in the static map, so
+/// AUTO picks STATIC for it (else the default, DYNAMIC).
+fn orchestrator(static_map: bool, modes: &[(DispatchMode, Arc<dyn Dispatcher>)]) -> DispatchOrchestrator {
+    let mut config = DispatchConfig::builder().mode(DispatchMode::Auto);
+    if static_map {
+        config = config.static_kernel("rms_norm", "bench_rms_noop");
+    }
+    let orchestrator = DispatchOrchestrator::new(&config.build().expect("a valid config"), DispatchMode::Auto)
+        .expect("an orchestrator");
+    for (mode, dispatcher) in modes {
+        orchestrator.register_dispatcher(*mode, Arc::clone(dispatcher)).expect("a concrete mode");
+    }
+    orchestrator
+}
+
 fn dispatchers(telemetry: bool) -> Vec<(&'static str, Arc<dyn Dispatcher>)> {
     let kernels = Arc::new(KernelRegistry::new());
     kernels.register_with_impl(norm_spec("bench_rms_noop", 100), KernelImpl::norm(rms_norm_noop)).expect("registered");
@@ -120,14 +162,35 @@ fn dispatchers(telemetry: bool) -> Vec<(&'static str, Arc<dyn Dispatcher>)> {
         ))
         .expect("valid rules")
         .compiled;
+    let from_map = StaticDispatcher::from_config(
+        &config(telemetry, DispatchMode::Static)
+            .to_builder()
+            .static_kernel("rms_norm", "bench_rms_noop")
+            .build()
+            .expect("valid"),
+        &kernels,
+    )
+    .expect("a static dispatcher");
     let config_driven =
         ConfigDrivenDispatcher::new(kernels, backends, config(telemetry, DispatchMode::Config), policy, None)
             .expect("a config dispatcher");
+    let static_dispatcher: Arc<dyn Dispatcher> = Arc::new(static_dispatcher);
+    let dynamic: Arc<dyn Dispatcher> = Arc::new(dynamic);
+    let config_driven: Arc<dyn Dispatcher> = Arc::new(config_driven);
+    let modes = [
+        (DispatchMode::Static, Arc::new(from_map) as Arc<dyn Dispatcher>),
+        (DispatchMode::Dynamic, Arc::clone(&dynamic)),
+        (DispatchMode::Config, Arc::clone(&config_driven)),
+    ];
     vec![
-        ("STATIC", Arc::new(static_dispatcher)),
+        ("STATIC", static_dispatcher),
         ("STATIC, no breakers", Arc::new(static_unguarded)),
-        ("DYNAMIC (cache hit)", Arc::new(dynamic)),
-        ("CONFIG (101 rules, cache hit)", Arc::new(config_driven)),
+        ("DYNAMIC (cache hit)", dynamic),
+        ("CONFIG (101 rules, cache hit)", config_driven),
+        ("orchestrator AUTO -> STATIC", Arc::new(orchestrator(true, &modes))),
+        ("orchestrator AUTO -> DYNAMIC", Arc::new(orchestrator(false, &modes))),
+        ("orchestrator mode=DYNAMIC", Arc::new(InMode(orchestrator(true, &modes), DispatchMode::Dynamic))),
+        ("orchestrator mode=CONFIG", Arc::new(InMode(orchestrator(true, &modes), DispatchMode::Config))),
     ]
 }
 

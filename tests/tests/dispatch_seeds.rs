@@ -376,7 +376,9 @@ fn inference_server_metrics() {
     assert_eq!(telemetry.total_latency.count, 100);
     assert!(telemetry.total_latency.p50_ns > 0 && telemetry.total_latency.p50_ns <= telemetry.total_latency.p99_ns);
     assert!(telemetry.selection_latency.p99_ns <= telemetry.total_latency.max_ns);
-    assert_eq!(telemetry.cache_hit_rate, None, "the engine does not report hits; none is invented");
+    // Seed 001: "Monitor cache hit rates via telemetry". Three shapes missed once each.
+    assert_eq!((telemetry.cache_hits, telemetry.cache_misses), (Some(97), Some(3)));
+    assert_eq!(telemetry.cache_hit_rate, Some(0.97));
     let attention = telemetry.kernels.iter().find(|k| k.kernel == "metrics_attention").unwrap();
     assert_eq!((attention.successes, attention.failures), (100, 0));
 }

@@ -10,26 +10,27 @@ use layerzero_breaker::{CircuitBreakerRegistry, Clock};
 use layerzero_config::{CompiledConfig, ConfigSchema, DispatchConfig, DispatchMode};
 use layerzero_registry::{BackendRegistry, KernelRegistry, get_global_backend_registry};
 use layerzero_select::{Explanation, SelectionEngine, Shared};
-use layerzero_types::{DispatchResult, KernelError, KernelId, KernelImpl, OpArgs, Operation, SelectionContext};
+use layerzero_types::{DispatchResult, KernelError, KernelId, OpArgs, Operation, SelectionContext};
 
-use crate::executor::{Executor, check_args};
+use crate::executor::{DeviceSync, Executor, check_args};
 use crate::telemetry::TelemetrySnapshot;
+use crate::transform::KernelEntry;
 use crate::{DispatchError, Dispatcher};
 
 /// The code of every registered kernel, indexed by [`KernelId::index`], for one registry
 /// version.
 struct KernelTable {
     version: u64,
-    code: Vec<Option<KernelImpl>>,
+    code: Vec<Option<KernelEntry>>,
 }
 
 impl KernelTable {
-    fn get(&self, kernel: KernelId) -> Option<&KernelImpl> {
+    fn get(&self, kernel: KernelId) -> Option<&KernelEntry> {
         self.code.get(kernel.index() as usize).and_then(Option::as_ref)
     }
 }
 
-fn share<T>(shared: &Shared<T>) -> Shared<T> {
+pub(crate) fn share<T>(shared: &Shared<T>) -> Shared<T> {
     match shared {
         Shared::Static(t) => Shared::Static(t),
         Shared::Owned(t) => Shared::Owned(Arc::clone(t)),
@@ -54,6 +55,9 @@ impl EngineDispatch {
         clock: Option<Arc<dyn Clock>>,
     ) -> Result<EngineDispatch, DispatchError> {
         let executor = Executor::new(config, clock)?;
+        if config.enable_cache() {
+            executor.telemetry().track_cache();
+        }
         let engine = SelectionEngine::with_config(share(&kernels), backends, config, policy);
         let dispatch = EngineDispatch {
             engine,
@@ -89,7 +93,7 @@ impl EngineDispatch {
         if self.table.load().version == snapshot.version() {
             return;
         }
-        let mut code: Vec<Option<KernelImpl>> = Vec::new();
+        let mut code: Vec<Option<KernelEntry>> = Vec::new();
         for spec in snapshot.iter() {
             self.executor.register_kernel(spec.id);
             if let Some(implementation) = snapshot.implementation(spec.id) {
@@ -98,7 +102,7 @@ impl EngineDispatch {
                     code.resize(index + 1, None);
                 }
                 if let Some(slot) = code.get_mut(index) {
-                    *slot = Some(implementation.clone());
+                    *slot = Some(KernelEntry::new(spec, implementation.clone()));
                 }
             }
         }
@@ -113,7 +117,7 @@ impl EngineDispatch {
         context: Option<&SelectionContext>,
     ) -> Result<DispatchResult<()>, DispatchError> {
         if let Err(e) = check_args(operation, args) {
-            return self.executor.fail(e);
+            return self.executor.fail_unselected(e);
         }
         let start: Option<Instant> = self.executor.now();
         let derived;
@@ -125,15 +129,19 @@ impl EngineDispatch {
                     &derived
                 }
                 Err(e) => {
-                    return self
-                        .executor
-                        .fail(DispatchError::InvalidArguments { operation, source: KernelError::Tensor(e) });
+                    return self.executor.fail_unselected(DispatchError::InvalidArguments {
+                        operation,
+                        source: KernelError::Tensor(e),
+                    });
                 }
             },
         };
-        let selection = match self.engine.select(operation, context) {
-            Ok(selection) => selection,
-            Err(e) => return self.executor.fail(e.into()),
+        let selection = match self.engine.select_traced(operation, context) {
+            Ok((selection, cache)) => {
+                self.executor.record_cache(cache);
+                selection
+            }
+            Err(e) => return self.executor.fail_unselected(e.into()),
         };
         let selected = self.executor.now();
         let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());
@@ -162,6 +170,12 @@ macro_rules! engine_dispatcher {
             pub fn telemetry(&self) -> TelemetrySnapshot {
                 self.inner.executor.telemetry().snapshot()
             }
+
+            /// Installs the hook `sync_after_execution` runs after each kernel
+            /// ([`DeviceSync`]); the first installed stays, and `Err` hands back a later one.
+            pub fn set_device_sync(&self, hook: Arc<dyn DeviceSync>) -> Result<(), Arc<dyn DeviceSync>> {
+                self.inner.executor.set_device_sync(hook)
+            }
         }
 
         impl Dispatcher for $ty {
@@ -181,6 +195,10 @@ macro_rules! engine_dispatcher {
 
             fn mode(&self) -> DispatchMode {
                 $mode
+            }
+
+            fn telemetry_snapshot(&self) -> Option<TelemetrySnapshot> {
+                Some(self.telemetry())
             }
         }
     };

@@ -5,10 +5,10 @@ use std::fmt;
 use std::time::Duration;
 
 use layerzero_breaker::BreakerError;
-use layerzero_config::ConfigError;
+use layerzero_config::{ConfigError, DispatchMode};
 use layerzero_registry::RegistryError;
 use layerzero_select::SelectionError;
-use layerzero_types::{ArgsKind, KernelError, KernelId, Operation, TypesError};
+use layerzero_types::{ArgsKind, KernelError, KernelId, Layout, Operation, TypesError};
 
 /// Why one kernel of a chain did not produce the output.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -26,6 +26,13 @@ pub enum AttemptError {
     /// The kernel is known (by spec) but no code is registered for it.
     #[error("skipped: no implementation is registered")]
     NoImplementation,
+    /// The kernel's spec does not take the arguments' layout and `enable_transforms` is off.
+    #[error("skipped: it does not take {0} tensors and layout transforms are off")]
+    LayoutUnsupported(Layout),
+    /// The kernel's spec does not take the arguments' layout and the transform into one it
+    /// takes could not be made (device memory, an element type without a copy).
+    #[error("skipped: no layout transform: {0}")]
+    TransformUnavailable(String),
 }
 
 /// Why a dispatch produced no output.
@@ -116,6 +123,39 @@ pub enum DispatchError {
         /// Every problem found.
         problems: Vec<String>,
     },
+    /// The orchestrator has no dispatcher for any mode it would try for this call.
+    #[error("no dispatcher is registered for `{operation}` in any of the modes tried: {}", modes_text(modes))]
+    NoDispatcher {
+        /// The operation.
+        operation: Operation,
+        /// The modes that were looked for, in the order they would have been tried.
+        modes: Vec<DispatchMode>,
+    },
+    /// The orchestrator tried more than one mode and every one failed (one mode that
+    /// failed alone returns its own error unchanged).
+    #[error("every mode failed for `{operation}`: {}", mode_attempts_text(attempts))]
+    ModeFallbackExhausted {
+        /// The operation.
+        operation: Operation,
+        /// Each mode tried and its error, in order.
+        attempts: Vec<(DispatchMode, DispatchError)>,
+    },
+    /// `register_dispatcher(DispatchMode::Auto, ..)`: AUTO is the orchestrator's own
+    /// choice among the other modes, not a dispatcher.
+    #[error("AUTO is chosen by the orchestrator; register a dispatcher for STATIC, DYNAMIC, HOT_RELOAD or CONFIG")]
+    AutoIsNotADispatcher,
+    /// The process-wide dispatcher was already set (explicitly, or lazily by a first
+    /// `dispatch` / `get_global_dispatcher`); it is never replaced.
+    #[error("the global dispatcher is already initialised")]
+    GlobalAlreadyInitialized,
+}
+
+fn modes_text(modes: &[DispatchMode]) -> String {
+    modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn mode_attempts_text(attempts: &[(DispatchMode, DispatchError)]) -> String {
+    attempts.iter().map(|(mode, error)| format!("{mode}: {error}")).collect::<Vec<_>>().join("; ")
 }
 
 fn ids(kernels: &[KernelId]) -> String {

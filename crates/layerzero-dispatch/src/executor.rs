@@ -3,15 +3,33 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use layerzero_breaker::{CallPermit, CircuitBreakerConfig, CircuitBreakerRegistry, Clock};
 use layerzero_config::DispatchConfig;
-use layerzero_types::{ArgsKind, DispatchResult, DispatchTiming, KernelError, KernelId, KernelImpl, OpArgs, Operation};
+use layerzero_select::CacheOutcome;
+use layerzero_types::{
+    ArgsKind, DispatchResult, DispatchTiming, KernelError, KernelId, KernelResult, OpArgs, Operation,
+};
 
 use crate::telemetry::{AttemptOutcome, Telemetry};
+use crate::transform::{KernelEntry, run_in_layout};
 use crate::{AttemptError, DispatchError};
+
+/// Waits until the work a kernel queued on its device is done: the hook behind
+/// `sync_after_execution`.
+///
+/// With `sync_after_execution` on, the executor calls it after every kernel that returned
+/// `Ok`, inside the same panic guard and before the clock is read, so the timing includes
+/// the device's work and an asynchronous device error is that kernel's failure (breaker
+/// counted, fallback tried). A CUDA backend implements it with a stream or context
+/// synchronise. Without a hook the setting is a no-op: CPU kernels have finished when they
+/// return. Installed per dispatcher (`set_device_sync`).
+pub trait DeviceSync: Send + Sync {
+    /// Blocks until `kernel`'s queued work is done; an error is the kernel's failure.
+    fn synchronize(&self, kernel: KernelId) -> KernelResult;
+}
 
 /// Runs kernels for the dispatchers; one per dispatcher.
 pub(crate) struct Executor {
@@ -21,6 +39,9 @@ pub(crate) struct Executor {
     log_fallbacks: bool,
     record_timing: bool,
     telemetry_enabled: bool,
+    enable_transforms: bool,
+    sync_after_execution: bool,
+    device_sync: OnceLock<Arc<dyn DeviceSync>>,
     breakers: Option<CircuitBreakerRegistry>,
     telemetry: Telemetry,
 }
@@ -63,6 +84,9 @@ impl Executor {
             log_fallbacks: config.log_fallbacks(),
             record_timing: config.record_timing(),
             telemetry_enabled: config.enable_telemetry(),
+            enable_transforms: config.enable_transforms(),
+            sync_after_execution: config.sync_after_execution(),
+            device_sync: OnceLock::new(),
             breakers,
             telemetry: Telemetry::new(),
         })
@@ -74,6 +98,30 @@ impl Executor {
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
         &self.telemetry
+    }
+
+    /// Installs the device-sync hook; the first one installed stays (`Err` returns the
+    /// one offered when a hook is already there).
+    pub(crate) fn set_device_sync(&self, hook: Arc<dyn DeviceSync>) -> Result<(), Arc<dyn DeviceSync>> {
+        self.device_sync.set(hook)
+    }
+
+    /// Counts a selection-cache miss when telemetry is on; a hit costs nothing (the
+    /// snapshot derives hits from the dispatches that reached a kernel chain).
+    #[inline]
+    pub(crate) fn record_cache(&self, outcome: CacheOutcome) {
+        if self.telemetry_enabled && outcome == CacheOutcome::Miss {
+            self.telemetry.record_cache_miss();
+        }
+    }
+
+    /// Fails a dispatch that ended before the selection answered, counting it as an error
+    /// and not as a cache lookup.
+    pub(crate) fn fail_unselected<T>(&self, error: DispatchError) -> Result<T, DispatchError> {
+        if self.telemetry_enabled {
+            self.telemetry.record_unselected_error();
+        }
+        Err(error)
     }
 
     pub(crate) fn register_kernel(&self, kernel: KernelId) {
@@ -98,17 +146,21 @@ impl Executor {
     /// up to `max_fallback_attempts` fallbacks that actually run, none started once
     /// `fallback_timeout_ms` has passed since the first failure. A kernel whose breaker
     /// refuses it is skipped (and not counted as an attempt); a kernel without code is
-    /// skipped.
+    /// skipped. An attention kernel whose spec does not take the arguments' layout runs
+    /// through a layout transform when `enable_transforms` is on (see `transform`), and is
+    /// skipped otherwise. With `sync_after_execution` and a [`DeviceSync`] hook, the hook
+    /// runs after the kernel, as part of it.
     ///
     /// Budget when the first kernel succeeds: its breaker's acquire and success (one
-    /// atomic load each when CLOSED), the call inside `catch_unwind` (free unless it
-    /// panics), one clock read when timing is on, and the telemetry's relaxed
-    /// `fetch_add`s on this thread's shard when telemetry is on. No allocation, no lock.
+    /// atomic load each when CLOSED), a layout-bits test for attention, the call inside
+    /// `catch_unwind` (free unless it panics), one clock read when timing is on, and the
+    /// telemetry's relaxed `fetch_add`s on this thread's shard when telemetry is on. No
+    /// allocation, no lock (a layout transform allocates its scratch tensors).
     #[inline]
     pub(crate) fn run<'k>(
         &self,
         operation: Operation,
-        chain: impl Iterator<Item = (KernelId, Option<&'k KernelImpl>)>,
+        chain: impl Iterator<Item = (KernelId, Option<&'k KernelEntry>)>,
         args: &mut OpArgs<'_>,
         start: Option<Instant>,
         selected: Option<Instant>,
@@ -140,7 +192,7 @@ impl Executor {
     fn run_chain<'k>(
         &self,
         operation: Operation,
-        chain: impl Iterator<Item = (KernelId, Option<&'k KernelImpl>)>,
+        chain: impl Iterator<Item = (KernelId, Option<&'k KernelEntry>)>,
         args: &mut OpArgs<'_>,
     ) -> Result<(KernelId, bool), DispatchError> {
         let max_runs = if self.enable_fallback { self.max_fallback_attempts.saturating_add(1) } else { 1 };
@@ -152,10 +204,19 @@ impl Executor {
             if runs >= max_runs || (position > 0 && !self.enable_fallback) {
                 break;
             }
-            let Some(implementation) = implementation else {
+            let Some(entry) = implementation else {
                 attempts.push((kernel, AttemptError::NoImplementation));
                 continue;
             };
+            let transform_to = entry.needs_layout(args);
+            if let (Some(_), OpArgs::Attention(attention)) = (transform_to, &*args)
+                && !self.enable_transforms
+            {
+                let skipped = AttemptError::LayoutUnsupported(attention.layout);
+                self.log(operation, kernel, &skipped);
+                attempts.push((kernel, skipped));
+                continue;
+            }
             if let Some(failed_at) = first_failure
                 && failed_at.elapsed() >= self.fallback_budget
             {
@@ -177,7 +238,29 @@ impl Executor {
                 }
             };
             runs += 1;
-            let outcome = catch_unwind(AssertUnwindSafe(|| implementation.call(args)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<KernelResult, String> {
+                let result = match (transform_to, &mut *args) {
+                    (Some(target), OpArgs::Attention(attention)) => run_in_layout(&entry.code, attention, target)?,
+                    _ => entry.code.call(args),
+                };
+                Ok(match (result, self.device_sync()) {
+                    (Ok(()), Some(hook)) => hook.synchronize(kernel),
+                    (result, _) => result,
+                })
+            }));
+            let outcome = match outcome {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(transform)) => {
+                    // The transform, not the kernel, failed: release the permit uncounted.
+                    drop(permit);
+                    runs -= 1;
+                    let skipped = AttemptError::TransformUnavailable(transform);
+                    self.log(operation, kernel, &skipped);
+                    attempts.push((kernel, skipped));
+                    continue;
+                }
+                Err(payload) => Err(payload),
+            };
             let error = match outcome {
                 Ok(Ok(())) => {
                     if let Some(permit) = permit {
@@ -227,6 +310,12 @@ impl Executor {
             });
         }
         Err(DispatchError::FallbackChainExhausted { operation, attempts })
+    }
+
+    /// The hook to run after a kernel, when `sync_after_execution` is on and one is installed.
+    #[inline]
+    fn device_sync(&self) -> Option<&Arc<dyn DeviceSync>> {
+        if self.sync_after_execution { self.device_sync.get() } else { None }
     }
 
     /// `Ok(None)` when breakers are off, `Ok(Some(permit))` when admitted, `Err` when refused.

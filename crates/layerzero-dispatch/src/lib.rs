@@ -11,21 +11,32 @@
 //! - [`ConfigDrivenDispatcher`] (CONFIG, [`create_config_dispatcher`]): a rules file
 //!   decides; [`reload_config`](ConfigDrivenDispatcher::reload_config) and
 //!   [`explain_selection`](ConfigDrivenDispatcher::explain_selection).
+//! - [`DispatchOrchestrator`] ([`create_orchestrator`]): one dispatcher per mode, a default
+//!   mode, a per-call mode override, AUTO's choice of mode per operation and the fallback
+//!   chain between modes (the rules are in its docs); [`get_telemetry`](DispatchOrchestrator::get_telemetry)
+//!   sums the modes. The process-wide one serves the free functions [`dispatch`] and
+//!   [`dispatch_with_mode`]; install it once with [`init_global`] /
+//!   [`init_global_from_env`], or let the first call build it ([`get_global_dispatcher`]).
 //!
 //! Every mode runs kernels through one executor: the kernel's circuit breaker is asked
 //! first (a kernel whose circuit is open is skipped), the kernel runs inside
 //! `catch_unwind` (a panic is caught and counted as a failure), and on error the fallback
 //! chain is walked, at most `max_fallback_attempts` fallbacks, none started once
-//! `fallback_timeout_ms` has passed since the first failure. The result says which kernel
-//! produced the output and whether it was a fallback; when nothing did, a typed
-//! [`DispatchError`] lists every attempt. Telemetry ([`TelemetrySnapshot`]) counts
-//! dispatches, fallbacks and per-kernel outcomes, with latency percentiles, recorded per
-//! thread shard so that threads do not serialise.
+//! `fallback_timeout_ms` has passed since the first failure. An attention kernel whose spec
+//! does not take the arguments' layout runs through a copy into one it takes when
+//! `enable_transforms` is on, and is skipped when it is off; `sync_after_execution` runs a
+//! [`DeviceSync`] hook after each kernel. The result says which kernel produced the output
+//! and whether it was a fallback; when nothing did, a typed [`DispatchError`] lists every
+//! attempt, and `log_fallbacks` logs each failed attempt through `tracing`. Telemetry
+//! ([`TelemetrySnapshot`]) counts dispatches, fallbacks, selection-cache hits and
+//! per-kernel outcomes, with latency percentiles, recorded per thread shard so that
+//! threads do not serialise.
 //!
 //! This crate does not choose kernels itself (that is `layerzero-select`), keep breaker
 //! state (`layerzero-breaker`), parse rules (`layerzero-config`) or implement kernels
-//! (`layerzero-kernels`). Not yet here: HOT_RELOAD (file watching), the orchestrator with
-//! AUTO and the global `dispatch()`.
+//! (`layerzero-kernels`; it only registers the CPU ones for the lazily made global
+//! dispatcher). Not yet here: HOT_RELOAD's dispatcher (file watching); an orchestrator
+//! takes one through [`DispatchOrchestrator::register_dispatcher`].
 //!
 //! Start from [`ConfigDrivenDispatcher`] (rules decide, fallbacks come from the rules'
 //! `fallback_chains` and `defaults.fallback_policy`), or [`create_dynamic_dispatcher`]
@@ -89,16 +100,23 @@
 mod dynamic;
 mod error;
 mod executor;
+mod global;
+mod orchestrator;
 mod static_dispatcher;
 mod telemetry;
+mod transform;
 
 pub use dynamic::{ConfigDrivenDispatcher, DynamicDispatcher, create_config_dispatcher, create_dynamic_dispatcher};
 pub use error::{AttemptError, DispatchError};
-pub use executor::breaker_config;
+pub use executor::{DeviceSync, breaker_config};
+pub use global::{dispatch, dispatch_with_mode, get_global_dispatcher, init_global, init_global_from_env};
 pub use layerzero_config::{DispatchConfig, DispatchMode};
 pub use layerzero_registry::StaticKernelRegistry;
+pub use orchestrator::{DispatchOrchestrator, ModeTelemetry, OrchestratorTelemetry, create_orchestrator};
 pub use static_dispatcher::{StaticDispatcher, StaticDispatcherBuilder};
-pub use telemetry::{KernelTelemetry, LatencySummary, SHARDS, TRACKED_KERNELS, Telemetry, TelemetrySnapshot};
+pub use telemetry::{
+    KernelTelemetry, LatencyHistogram, LatencySummary, SHARDS, TRACKED_KERNELS, Telemetry, TelemetrySnapshot,
+};
 
 use layerzero_types::{DispatchResult, KernelId, OpArgs, Operation, SelectionContext};
 
@@ -126,6 +144,12 @@ pub trait Dispatcher: Send + Sync {
 
     /// The mode this dispatcher implements.
     fn mode(&self) -> DispatchMode;
+
+    /// This dispatcher's telemetry, when it keeps any; the orchestrator sums these in
+    /// [`DispatchOrchestrator::get_telemetry`]. `None` unless implemented.
+    fn telemetry_snapshot(&self) -> Option<TelemetrySnapshot> {
+        None
+    }
 }
 
 #[doc(hidden)]

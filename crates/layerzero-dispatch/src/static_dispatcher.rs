@@ -11,18 +11,19 @@ use layerzero_types::{
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
-use crate::executor::{Executor, check_args};
+use crate::executor::{DeviceSync, Executor, check_args};
 use crate::telemetry::TelemetrySnapshot;
+use crate::transform::KernelEntry;
 use crate::{DispatchError, Dispatcher};
 
 /// One operation's kernels: the default first, then the others in the order given (its
 /// fallback chain).
 struct Route {
-    chain: Box<[(KernelId, KernelImpl)]>,
+    chain: Box<[(KernelId, KernelEntry)]>,
 }
 
 /// A kernel chain while it is being built.
-type Chain = Vec<(KernelId, KernelImpl)>;
+type Chain = Vec<(KernelId, KernelEntry)>;
 
 /// Seed 001's `StaticDispatcher`: each operation's kernel (and fallbacks) fixed at build
 /// time; no context, no selection, no cache.
@@ -67,12 +68,14 @@ impl StaticDispatcher {
                     continue;
                 }
             };
-            let Some(id) = KernelId::lookup(kernel).filter(|id| snapshot.get(*id).is_some()) else {
+            let Some((id, spec)) = KernelId::lookup(kernel).and_then(|id| Some((id, snapshot.get(id)?))) else {
                 problems.push(format!("static_kernel_map[\"{operation}\"]: kernel `{kernel}` is not registered"));
                 continue;
             };
             match snapshot.implementation(id) {
-                Some(implementation) => routes.push((operation, vec![(id, implementation.clone())])),
+                Some(implementation) => {
+                    routes.push((operation, vec![(id, KernelEntry::new(spec, implementation.clone()))]));
+                }
                 None => problems.push(format!(
                     "static_kernel_map[\"{operation}\"]: kernel `{kernel}` has no implementation registered"
                 )),
@@ -98,13 +101,14 @@ impl StaticDispatcher {
         let mut routes = Vec::new();
         let mut problems = Vec::new();
         for operation in operations {
-            let default = registry.default_for(operation).map(|spec| spec.id);
-            let mut ids: Vec<KernelId> = default.into_iter().collect();
-            ids.extend(registry.kernels_for(operation).map(|spec| spec.id).filter(|id| Some(*id) != default));
+            let default = registry.default_for(operation);
+            let mut specs: Vec<&Arc<KernelSpec>> = default.into_iter().collect();
+            specs.extend(registry.kernels_for(operation).filter(|spec| Some(spec.id) != default.map(|d| d.id)));
             let mut chain = Vec::new();
-            for id in ids {
+            for spec in specs {
+                let id = spec.id;
                 match snapshot.implementation(id) {
-                    Some(implementation) => chain.push((id, implementation.clone())),
+                    Some(implementation) => chain.push((id, KernelEntry::new(spec, implementation.clone()))),
                     None => problems.push(format!("kernel `{id}` has no implementation registered")),
                 }
             }
@@ -164,6 +168,12 @@ impl StaticDispatcher {
     pub fn telemetry(&self) -> TelemetrySnapshot {
         self.executor.telemetry().snapshot()
     }
+
+    /// Installs the hook `sync_after_execution` runs after each kernel ([`DeviceSync`]);
+    /// the first installed stays, and `Err` hands back a later one.
+    pub fn set_device_sync(&self, hook: Arc<dyn DeviceSync>) -> Result<(), Arc<dyn DeviceSync>> {
+        self.executor.set_device_sync(hook)
+    }
 }
 
 impl Dispatcher for StaticDispatcher {
@@ -182,7 +192,7 @@ impl Dispatcher for StaticDispatcher {
             return self.executor.fail(DispatchError::NoKernel { operation });
         };
         let start = self.executor.now();
-        self.executor.run(operation, route.chain.iter().map(|(id, code)| (*id, Some(code))), args, start, start)
+        self.executor.run(operation, route.chain.iter().map(|(id, entry)| (*id, Some(entry))), args, start, start)
     }
 
     fn kernel_for(&self, operation: Operation, _context: &SelectionContext) -> Result<KernelId, DispatchError> {
@@ -194,6 +204,10 @@ impl Dispatcher for StaticDispatcher {
 
     fn mode(&self) -> DispatchMode {
         DispatchMode::Static
+    }
+
+    fn telemetry_snapshot(&self) -> Option<TelemetrySnapshot> {
+        Some(self.telemetry())
     }
 }
 
@@ -309,7 +323,7 @@ impl StaticDispatcherBuilder {
                 }
                 *default_at = Some(chain.len());
             }
-            chain.push((spec.id, implementation));
+            chain.push((spec.id, KernelEntry::new(&spec, implementation)));
         }
         if !problems.is_empty() {
             return Err(DispatchError::InvalidStaticDispatcher { problems });

@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use layerzero_types::KernelId;
 use serde::{Deserialize, Serialize};
@@ -68,6 +68,10 @@ struct Shard {
     untracked_successes: AtomicU64,
     errors: AtomicU64,
     fallbacks: AtomicU64,
+    // Selection-cache hits are not counted: they are the dispatches that got a selection
+    // (all but `unselected`) less the misses, so a hit costs no counter at all.
+    cache_misses: AtomicU64,
+    unselected: AtomicU64,
     selection: Histogram,
     total: Histogram,
 }
@@ -79,6 +83,8 @@ impl Shard {
             untracked_successes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
+            unselected: AtomicU64::new(0),
             selection: Histogram::new(),
             total: Histogram::new(),
         }
@@ -127,6 +133,8 @@ pub struct Telemetry {
     // The id behind each tracked index, filled when a dispatcher learns of a kernel (at
     // build, or when its kernel table is rebuilt), so the hot path never writes it.
     names: Box<[OnceLock<KernelId>]>,
+    // Set once, when the dispatcher is built with a selection cache; read by snapshots only.
+    tracks_cache: AtomicBool,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -158,7 +166,27 @@ impl Telemetry {
                 untracked_failures: AtomicU64::new(0),
             },
             names: (0..TRACKED_KERNELS).map(|_| OnceLock::new()).collect(),
+            tracks_cache: AtomicBool::new(false),
         }
+    }
+
+    /// Makes snapshots report selection-cache hits and misses (a dispatcher with a cache).
+    pub(crate) fn track_cache(&self) {
+        self.tracks_cache.store(true, Ordering::Relaxed);
+    }
+
+    /// A selection-cache miss (the pipeline ran, microseconds): one relaxed `fetch_add`
+    /// on this thread's shard. Hits are derived, not counted (see the snapshot).
+    pub(crate) fn record_cache_miss(&self) {
+        self.shard().cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dispatch that ended in an error before the selection cache answered (bad
+    /// arguments, no kernel can run the call); it counts as an error, not as a lookup.
+    pub(crate) fn record_unselected_error(&self) {
+        let shard = self.shard();
+        shard.errors.fetch_add(1, Ordering::Relaxed);
+        shard.unselected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Makes `kernel`'s counts appear under its name in snapshots.
@@ -219,6 +247,8 @@ impl Telemetry {
         let mut untracked_successes = 0;
         let mut errors = 0;
         let mut fallbacks = 0;
+        let mut cache_misses = 0;
+        let mut unselected = 0;
         let mut selection = vec![0u64; BUCKETS];
         let mut total = vec![0u64; BUCKETS];
         for shard in self.shards.iter() {
@@ -228,6 +258,8 @@ impl Telemetry {
             untracked_successes += shard.untracked_successes.load(Ordering::Relaxed);
             errors += shard.errors.load(Ordering::Relaxed);
             fallbacks += shard.fallbacks.load(Ordering::Relaxed);
+            cache_misses += shard.cache_misses.load(Ordering::Relaxed);
+            unselected += shard.unselected.load(Ordering::Relaxed);
             for (sum, bucket) in selection.iter_mut().zip(shard.selection.buckets.iter()) {
                 *sum += bucket.load(Ordering::Relaxed);
             }
@@ -255,19 +287,83 @@ impl Telemetry {
         }
         kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
         let success_count = successes.iter().sum::<u64>() + untracked_successes;
+        let dispatch_count = success_count + errors;
+        let (cache_hits, cache_misses) = if self.tracks_cache.load(Ordering::Relaxed) {
+            let lookups = dispatch_count.saturating_sub(unselected);
+            (Some(lookups.saturating_sub(cache_misses)), Some(cache_misses))
+        } else {
+            (None, None)
+        };
         TelemetrySnapshot {
-            dispatch_count: success_count + errors,
+            dispatch_count,
             success_count,
             error_count: errors,
             fallback_count: fallbacks,
-            cache_hits: None,
-            cache_hit_rate: None,
+            cache_hits,
+            cache_misses,
+            cache_hit_rate: hit_rate(cache_hits, cache_misses),
             kernels,
             untracked_kernel_successes: untracked_successes,
             untracked_kernel_failures: self.failures.untracked_failures.load(Ordering::Relaxed),
             selection_latency: LatencySummary::from_buckets(&selection),
             total_latency: LatencySummary::from_buckets(&total),
+            selection_histogram: LatencyHistogram::from_dense(&selection),
+            total_histogram: LatencyHistogram::from_dense(&total),
         }
+    }
+}
+
+/// A latency histogram in sparse form: `(bucket, count)` for every bucket that holds a
+/// value, buckets ascending. Bucket `b` holds values up to
+/// [`bucket_upper_ns(b)`](Self::bucket_upper_ns), at most 12.5 % above its lower bound.
+/// Snapshots carry it so that histograms of several dispatchers merge exactly
+/// ([`TelemetrySnapshot::merge`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    /// `(bucket index, values in it)`, ascending by bucket, no zero counts.
+    pub buckets: Vec<(u32, u64)>,
+}
+
+impl LatencyHistogram {
+    fn from_dense(dense: &[u64]) -> LatencyHistogram {
+        let buckets = dense
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(bucket, n)| (u32::try_from(bucket).unwrap_or(u32::MAX), *n))
+            .collect();
+        LatencyHistogram { buckets }
+    }
+
+    fn to_dense(&self) -> Vec<u64> {
+        let mut dense = vec![0u64; BUCKETS];
+        for (bucket, n) in &self.buckets {
+            if let Some(slot) = dense.get_mut(*bucket as usize) {
+                *slot += n;
+            }
+        }
+        dense
+    }
+
+    /// The largest value bucket `bucket` holds, in nanoseconds.
+    pub fn bucket_upper_ns(bucket: u32) -> u64 {
+        bucket_upper(bucket as usize)
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        let mut dense = self.to_dense();
+        for (bucket, n) in &other.buckets {
+            if let Some(slot) = dense.get_mut(*bucket as usize) {
+                *slot += n;
+            }
+        }
+        *self = LatencyHistogram::from_dense(&dense);
+    }
+
+    /// The percentiles of these counts.
+    pub fn summary(&self) -> LatencySummary {
+        LatencySummary::from_buckets(&self.to_dense())
     }
 }
 
@@ -332,11 +428,12 @@ pub struct KernelTelemetry {
     pub circuit_open_skips: u64,
 }
 
-/// What a dispatcher's telemetry says at one moment; serialisable.
+/// What a dispatcher's telemetry says at one moment; serialisable. [`merge`](Self::merge)
+/// sums several (the orchestrator's total over its modes).
 ///
 /// `dispatch_count == success_count + error_count`, and `success_count` is the sum of the
 /// kernels' `successes` plus `untracked_kernel_successes`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TelemetrySnapshot {
     /// Dispatches that finished (with an output or an error).
     pub dispatch_count: u64,
@@ -346,10 +443,18 @@ pub struct TelemetrySnapshot {
     pub error_count: u64,
     /// Dispatches whose output came from a fallback kernel.
     pub fallback_count: u64,
-    /// Selection-cache hits. `None`: the selection engine does not report hits, and
-    /// this crate does not guess them.
+    /// Selection-cache lookups answered from the cache (DYNAMIC and CONFIG, from
+    /// `SelectionEngine::select_traced`). Counted without a counter: the dispatches that got
+    /// a selection less the misses, so a hit costs nothing; under load it is exact at no
+    /// single moment, like every counter here. `None`: this dispatcher has no selection
+    /// cache (STATIC, or the cache turned off).
     pub cache_hits: Option<u64>,
-    /// Selection-cache hit rate; `None` for the same reason.
+    /// Selection-cache lookups that ran the selection pipeline. A lookup whose selection
+    /// failed (no kernel can run the call) is counted in neither.
+    #[serde(default)]
+    pub cache_misses: Option<u64>,
+    /// `cache_hits / (cache_hits + cache_misses)`; `None` without a cache or before the
+    /// first lookup.
     pub cache_hit_rate: Option<f64>,
     /// Per-kernel counts, by kernel id.
     pub kernels: Vec<KernelTelemetry>,
@@ -361,12 +466,62 @@ pub struct TelemetrySnapshot {
     pub selection_latency: LatencySummary,
     /// Whole-dispatch time (recorded when `record_timing` is on).
     pub total_latency: LatencySummary,
+    /// The histogram `selection_latency` summarises.
+    #[serde(default)]
+    pub selection_histogram: LatencyHistogram,
+    /// The histogram `total_latency` summarises.
+    #[serde(default)]
+    pub total_histogram: LatencyHistogram,
 }
 
 impl TelemetrySnapshot {
     /// The counts of `kernel`, if it was recorded.
     pub fn kernel(&self, kernel: KernelId) -> Option<&KernelTelemetry> {
         self.kernels.iter().find(|k| k.kernel == kernel.as_str())
+    }
+
+    /// Adds `other` to this snapshot: counters summed, kernels merged by id, histograms
+    /// merged bucket by bucket and their percentiles recomputed (exact to the bucket, not
+    /// an average of percentiles), cache counts summed where either side has them.
+    pub fn merge(&mut self, other: &TelemetrySnapshot) {
+        self.dispatch_count += other.dispatch_count;
+        self.success_count += other.success_count;
+        self.error_count += other.error_count;
+        self.fallback_count += other.fallback_count;
+        self.cache_hits = add_optional(self.cache_hits, other.cache_hits);
+        self.cache_misses = add_optional(self.cache_misses, other.cache_misses);
+        self.cache_hit_rate = hit_rate(self.cache_hits, self.cache_misses);
+        for kernel in &other.kernels {
+            match self.kernels.iter_mut().find(|k| k.kernel == kernel.kernel) {
+                Some(mine) => {
+                    mine.successes += kernel.successes;
+                    mine.failures += kernel.failures;
+                    mine.panics += kernel.panics;
+                    mine.circuit_open_skips += kernel.circuit_open_skips;
+                }
+                None => self.kernels.push(kernel.clone()),
+            }
+        }
+        self.kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
+        self.untracked_kernel_successes += other.untracked_kernel_successes;
+        self.untracked_kernel_failures += other.untracked_kernel_failures;
+        self.selection_histogram.merge(&other.selection_histogram);
+        self.total_histogram.merge(&other.total_histogram);
+        self.selection_latency = self.selection_histogram.summary();
+        self.total_latency = self.total_histogram.summary();
+    }
+}
+
+fn hit_rate(hits: Option<u64>, misses: Option<u64>) -> Option<f64> {
+    let (hits, misses) = (hits?, misses.unwrap_or(0));
+    let lookups = hits + misses;
+    (lookups > 0).then(|| hits as f64 / lookups as f64)
+}
+
+fn add_optional(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
     }
 }
 
@@ -395,8 +550,17 @@ mod tests {
         }
         telemetry.record_error();
         telemetry.record_attempt_failure(a, AttemptOutcome::Panicked);
+        assert_eq!(telemetry.snapshot().cache_hits, None, "no cache tracked: no counts invented");
+        telemetry.track_cache();
+        // 101 dispatches got a selection, 12 of them by a miss; one more ends before it.
+        telemetry.record_unselected_error();
+        for _ in 0..12 {
+            telemetry.record_cache_miss();
+        }
         let snapshot = telemetry.snapshot();
-        assert_eq!((snapshot.dispatch_count, snapshot.success_count, snapshot.error_count), (101, 100, 1));
+        assert_eq!((snapshot.cache_hits, snapshot.cache_misses), (Some(89), Some(12)));
+        assert_eq!(snapshot.cache_hit_rate, Some(89.0 / 101.0));
+        assert_eq!((snapshot.dispatch_count, snapshot.success_count, snapshot.error_count), (102, 100, 2));
         assert_eq!(snapshot.fallback_count, 10);
         let kernel = snapshot.kernel(a).unwrap();
         assert_eq!((kernel.successes, kernel.panics, kernel.failures), (100, 1, 0));
@@ -404,5 +568,17 @@ mod tests {
         assert!((990..=1120).contains(&snapshot.total_latency.p99_ns), "{:?}", snapshot.total_latency);
         let json = serde_json::to_string(&snapshot).unwrap();
         assert_eq!(serde_json::from_str::<TelemetrySnapshot>(&json).unwrap(), snapshot);
+
+        // Merging sums counts and histograms; percentiles come from the merged buckets.
+        let mut merged = snapshot.clone();
+        merged.merge(&snapshot);
+        assert_eq!((merged.dispatch_count, merged.fallback_count), (204, 20));
+        assert_eq!((merged.cache_hits, merged.cache_hit_rate), (Some(178), Some(89.0 / 101.0)));
+        assert_eq!(merged.kernel(a).unwrap().successes, 200);
+        assert_eq!(merged.total_latency.count, 200);
+        assert_eq!(merged.total_latency.p99_ns, snapshot.total_latency.p99_ns);
+        let mut from_empty = TelemetrySnapshot::default();
+        from_empty.merge(&snapshot);
+        assert_eq!(from_empty, snapshot);
     }
 }

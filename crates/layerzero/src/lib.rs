@@ -13,9 +13,27 @@
 //! | [`selection_engine`] | `layerzero-select` | `SelectionEngine`, its cache, `explain_selection` |
 //! | [`breaker`] | `layerzero-breaker` | a lock-free circuit breaker per kernel |
 //! | [`kernels`] | `layerzero-kernels` | the built-in kernels (CPU) and `register_cpu_kernels` |
-//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG dispatchers, fallbacks, telemetry |
+//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG dispatchers, the orchestrator (AUTO, mode fallback) and the global `dispatch()`, fallbacks, telemetry |
 //!
-//! Hot reload and the orchestrator join `dispatch` as they land.
+//! Hot reload joins `dispatch` as it lands.
+//!
+//! The global `dispatch()` works with no setup: the first call builds the process-wide
+//! orchestrator from `LAYERZERO_*` (or the defaults) with the built-in CPU kernels.
+//!
+//! ```
+//! use layerzero::dispatch::dispatch;
+//! use layerzero::types::{DType, NormArgs, OpArgs, OperationType, Tensor};
+//!
+//! let input = Tensor::from_f32(&[3.0, 4.0], &[1, 2], DType::F32)?;
+//! let weight = Tensor::from_f32(&[1.0, 1.0], &[2], DType::F32)?;
+//! let mut out = Tensor::zeros(&[1, 2], DType::F32)?;
+//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output: out.view_mut(), eps: 0.0 });
+//! let result = dispatch(OperationType::NormRms, &mut args, None)?;
+//! assert!(!result.was_fallback);
+//! let rms = (12.5f32).sqrt(); // sqrt((9 + 16) / 2)
+//! assert!((out.as_slice::<f32>()?[1] - 4.0 / rms).abs() < 1e-6);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ```
 //! use layerzero::registry::get_global_kernel_registry;
