@@ -10,7 +10,9 @@
 
 mod dispatcher;
 mod error;
+mod explain;
 mod info;
+mod kernels;
 mod run;
 mod table;
 mod validate;
@@ -48,6 +50,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain which kernel a rules file selects for one operation and context, and why.
+    #[command(after_help = EXIT_CODES)]
+    Explain {
+        /// Rules file (YAML or JSON, schema v1.0).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Kernel catalog (`kernels: [...]` specs); default: the built-in kernels. Every
+        /// backend the kernels name is assumed present.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// The operation (`attention.causal`, `rms_norm`, ...).
+        #[arg(long = "op", value_name = "OP")]
+        operation: String,
+        /// A context field, repeatable: `--set batch_size=16 --set dtype=bfloat16`.
+        #[arg(long = "set", value_name = "FIELD=VALUE")]
+        settings: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the registered kernels, their constraints and whether their backend is available.
+    #[command(after_help = EXIT_CODES)]
+    Kernels {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the registered kernels and this machine's backends.
     #[command(after_help = EXIT_CODES)]
     Info {
@@ -74,6 +103,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Validate { files, json } => validate::validate(&files, json),
+        Command::Explain { config, catalog, operation, settings, json } => explain::explain(&explain::ExplainArgs {
+            config: &config,
+            catalog: catalog.as_ref(),
+            operation: &operation,
+            settings: &settings,
+            json,
+        }),
+        Command::Kernels { json } => kernels::kernels(json),
         Command::Info { json } => info::info(json).map_err(CliError::from),
     };
     match result {
