@@ -14,6 +14,7 @@ mod explain;
 mod info;
 mod kernels;
 mod run;
+mod schema;
 mod table;
 mod validate;
 
@@ -77,6 +78,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of rules files (schema v1.0), for editors and CI.
+    #[command(after_help = EXIT_CODES)]
+    Schema,
     /// Show the registered kernels and this machine's backends.
     #[command(after_help = EXIT_CODES)]
     Info {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
             json,
         }),
         Command::Kernels { json } => kernels::kernels(json),
+        Command::Schema => schema::schema(),
         Command::Info { json } => info::info(json).map_err(CliError::from),
     };
     match result {

@@ -320,3 +320,58 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn run_with_the_cpu_rules_says_which_rule_chose_each_attention_kernel() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/kernels.cpu.yaml");
+    let assert = layerzero()
+        .args(["run", "--hidden", "32", "--heads", "4", "--kv-heads", "2", "--layers", "1", "--seq", "70"])
+        .args(["--decode-steps", "2", "--json", "--config"])
+        .arg(&config)
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(report["mode"], "config");
+    let row = |phase: &str| {
+        report["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["phase"] == phase && o["stage"] == "attention")
+            .unwrap()
+            .clone()
+    };
+    // 70 query rows: past split-KV's 64, so rule 1 picks the tiled kernel.
+    assert_eq!(row("prefill")["kernels"], serde_json::json!(["cpu.attention.tiled"]));
+    assert_eq!(row("prefill")["why"], serde_json::json!(["rule (dispatch_rules[1])"]));
+    assert_eq!(row("decode")["kernels"], serde_json::json!(["cpu.attention.split_kv"]));
+    assert_eq!(row("decode")["why"], serde_json::json!(["rule (dispatch_rules[0])"]));
+}
+
+#[test]
+fn run_fails_with_exit_1_when_the_rules_leave_no_kernel() {
+    // The seeds' example allows only its own (absent) kernels.
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/kernels.seed-example.yaml");
+    layerzero()
+        .args(["run", "--hidden", "32", "--heads", "4", "--seq", "4", "--config"])
+        .arg(&config)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("prefill input_layernorm (layer 0, rms_norm): no kernel can run rms_norm"));
+}
+
+#[test]
+fn run_in_static_mode_falls_back_past_a_kernel_that_refuses_the_shape() {
+    // STATIC routes attention to the highest-priority kernel, split-KV, which takes at
+    // most 64 query rows: a 70-token prompt runs on its fallback.
+    let assert = layerzero()
+        .args(["run", "--hidden", "32", "--heads", "4", "--layers", "1", "--seq", "70", "--decode-steps", "1"])
+        .args(["--mode", "static", "--json"])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let prefill = report["operations"].as_array().unwrap().iter().find(|o| o["stage"] == "attention").unwrap();
+    assert_eq!(prefill["why"], serde_json::json!(["fallback"]));
+    assert_eq!(report["telemetry"]["fallback_count"], 1);
+    assert_eq!(report["checks_passed"], true);
+}
