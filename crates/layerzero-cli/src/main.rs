@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod diff;
 mod dispatcher;
 mod error;
 mod explain;
@@ -78,6 +79,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show which selections a new rules file changes over a workload of (operation,
+    /// context) cases.
+    #[command(after_help = EXIT_CODES)]
+    Diff {
+        /// The rules file in use.
+        old: PathBuf,
+        /// The rules file proposed.
+        new: PathBuf,
+        /// YAML list of cases: `- {name: .., operation: OP, context: {FIELD: VALUE, ..}}`.
+        #[arg(long, value_name = "FILE")]
+        workload: PathBuf,
+        /// Kernel catalog; default: the built-in kernels (every backend assumed present).
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of rules files (schema v1.0), for editors and CI.
     #[command(after_help = EXIT_CODES)]
     Schema,
@@ -116,6 +135,9 @@ fn main() -> ExitCode {
         }),
         Command::Kernels { json } => kernels::kernels(json),
         Command::Schema => schema::schema(),
+        Command::Diff { old, new, workload, catalog, json } => {
+            diff::diff(&diff::DiffArgs { old: &old, new: &new, workload: &workload, catalog: catalog.as_ref(), json })
+        }
         Command::Info { json } => info::info(json).map_err(CliError::from),
     };
     match result {

@@ -229,3 +229,72 @@ fn info_and_help_and_usage_errors() {
     ));
     layerzero().arg("frobnicate").assert().code(2);
 }
+
+#[test]
+fn diff_shows_which_selections_a_new_config_changes() {
+    let output = layerzero()
+        .arg("diff")
+        .arg(configs().join("kernels.cpu.yaml"))
+        .arg(configs().join("kernels.cpu-debug.yaml"))
+        .arg("--workload")
+        .arg(configs().join("workloads/llama-cpu.yaml"))
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&output).unwrap();
+    assert_eq!((report["changed"].as_u64(), report["total"].as_u64()), (Some(3), Some(5)));
+    let decode =
+        report["cases"].as_array().unwrap().iter().find(|c| c["case"] == "decode attention, 4k cache").unwrap();
+    assert_eq!(decode["old"], serde_json::json!({"kernel": "cpu.attention.split_kv", "decided_by": "rule"}));
+    assert_eq!(decode["new"], serde_json::json!({"kernel": "cpu.attention.naive", "decided_by": "lock"}));
+    let norm = report["cases"].as_array().unwrap().iter().find(|c| c["case"] == "rms_norm").unwrap();
+    assert_eq!(norm["changed"], false);
+
+    layerzero()
+        .arg("diff")
+        .arg(configs().join("kernels.minimal.yaml"))
+        .arg(configs().join("kernels.cpu.yaml"))
+        .arg("--workload")
+        .arg(configs().join("workloads/llama-cpu.yaml"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("0 of 5 selections change"));
+}
+
+#[test]
+fn diff_refuses_a_bad_workload() {
+    let cpu = configs().join("kernels.cpu.yaml");
+    let bad = file("workload-bad.yaml", "- operation: rms_norm\n  context: {dtype: fp16}\n- operation: rms_nrm\n");
+    layerzero()
+        .arg("diff")
+        .arg(&cpu)
+        .arg(&cpu)
+        .arg("--workload")
+        .arg(&bad)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("workload-bad.yaml: [0].context: dtype=fp16: Invalid dtype (fp16)"))
+        .stderr(predicate::str::contains("[1].operation: unknown operation `rms_nrm` (did you mean `rms_norm`?)"));
+    let syntax = file("workload-syntax.yaml", "- operation: rms_norm\n  context: {dtype: [\n");
+    layerzero()
+        .arg("diff")
+        .arg(&cpu)
+        .arg(&cpu)
+        .arg("--workload")
+        .arg(&syntax)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("workload-syntax.yaml:3:1: "));
+    layerzero()
+        .arg("diff")
+        .arg(&cpu)
+        .arg("/nonexistent/new.yaml")
+        .arg("--workload")
+        .arg(&bad)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("/nonexistent/new.yaml"));
+}
