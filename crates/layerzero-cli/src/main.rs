@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod diff;
 mod dispatcher;
 mod error;
@@ -97,6 +98,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure dispatch overhead per mode and each built-in kernel's time on this machine.
+    #[command(after_help = EXIT_CODES)]
+    Bench {
+        /// Also measure CONFIG mode with this rules file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Time spent measuring each row, in milliseconds.
+        #[arg(long, default_value_t = 100, value_name = "MS")]
+        time_ms: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of rules files (schema v1.0), for editors and CI.
     #[command(after_help = EXIT_CODES)]
     Schema,
@@ -135,6 +149,7 @@ fn main() -> ExitCode {
         }),
         Command::Kernels { json } => kernels::kernels(json),
         Command::Schema => schema::schema(),
+        Command::Bench { config, time_ms, json } => bench::bench(config, time_ms, json),
         Command::Diff { old, new, workload, catalog, json } => {
             diff::diff(&diff::DiffArgs { old: &old, new: &new, workload: &workload, catalog: catalog.as_ref(), json })
         }

@@ -298,3 +298,48 @@ fn diff_refuses_a_bad_workload() {
         .code(2)
         .stderr(predicate::str::contains("/nonexistent/new.yaml"));
 }
+
+#[test]
+fn bench_measures_every_mode_and_kernel() {
+    let output = layerzero()
+        .args(["bench", "--time-ms", "1", "--json", "--config"])
+        .arg(configs().join("kernels.cpu.yaml"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&output).unwrap();
+    assert!(report["direct_call_ns"].as_u64().is_some_and(|ns| ns > 0));
+    let modes: Vec<&str> = report["dispatch"].as_array().unwrap().iter().map(|m| m["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["static", "dynamic", "config"]);
+    let kernels = report["kernels"].as_array().unwrap();
+    // Two shapes for each of the three attention kernels, one for each of the five others.
+    assert_eq!(kernels.len(), 11);
+    let split_kv_prefill = kernels
+        .iter()
+        .find(|k| k["kernel"] == "cpu.attention.split_kv" && k["operation"] == "attention.causal")
+        .unwrap();
+    assert_eq!(split_kv_prefill["per_call_ns"], serde_json::Value::Null, "split-KV takes at most 64 query rows");
+    assert!(kernels.iter().filter(|k| k["per_call_ns"].is_u64()).count() == 10);
+
+    layerzero()
+        .args(["bench", "--time-ms", "1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("direct call"))
+        .stdout(predicate::str::contains("(config mode: pass --config FILE)"))
+        .stdout(predicate::str::contains("cpu.matmul"));
+    layerzero().args(["bench", "--config", "/nonexistent.yaml"]).assert().code(2);
+}
+
+#[test]
+fn schema_prints_a_json_schema() {
+    let output = layerzero().arg("schema").assert().success().get_output().stdout.clone();
+    let schema: serde_json::Value = serde_json::from_slice(&output).unwrap();
+    assert_eq!(schema["required"], serde_json::json!(["version"]));
+    assert!(
+        schema["properties"]["dispatch_rules"]["items"]["properties"]["conditions"]["properties"]["seq_len_gt"]
+            .is_object()
+    );
+}
