@@ -262,8 +262,7 @@ pub(crate) fn bench(config: Option<PathBuf>, time_ms: u64, json: bool) -> Result
                 "kernel": id, "operation": op, "shape": shape, "per_call_ns": ns(*t),
             })).collect::<Vec<_>>(),
         });
-        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::usage(e.to_string()))?;
-        writeln!(out)?;
+        crate::table::write_json(&mut out, &report)?;
         return Ok(());
     }
     writeln!(out, "dispatch of rms_norm [1,64] float32 (median per call, {time_ms} ms per row):")?;

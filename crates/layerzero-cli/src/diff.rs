@@ -115,8 +115,7 @@ pub(crate) fn diff(args: &DiffArgs<'_>) -> Result<(), CliError> {
             })
             .collect();
         let report = serde_json::json!({"cases": cases, "changed": changed, "total": results.len()});
-        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::usage(e.to_string()))?;
-        writeln!(out)?;
+        crate::table::write_json(&mut out, &report)?;
         return Ok(());
     }
     let mut table = Table::new(["case", "operation", "old", "new", ""]);

@@ -11,6 +11,8 @@ pub(crate) enum CliError {
     /// Usage or I/O: a file that cannot be read or written, arguments that do not fit
     /// together: exit code 2.
     Usage(String),
+    /// Whoever reads stdout stopped reading (`layerzero schema | head`): exit 0, quietly.
+    StdoutClosed,
 }
 
 impl CliError {
@@ -29,6 +31,7 @@ impl CliError {
 
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
+            CliError::StdoutClosed => 0,
             CliError::Invalid(_) => 1,
             CliError::Usage(_) => 2,
         }
@@ -37,12 +40,16 @@ impl CliError {
     pub(crate) fn message(&self) -> &str {
         match self {
             CliError::Invalid(m) | CliError::Usage(m) => m,
+            CliError::StdoutClosed => "",
         }
     }
 }
 
 impl From<std::io::Error> for CliError {
     fn from(error: std::io::Error) -> CliError {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            return CliError::StdoutClosed;
+        }
         CliError::Usage(error.to_string())
     }
 }

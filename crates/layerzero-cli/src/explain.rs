@@ -161,8 +161,7 @@ pub(crate) fn explain(args: &ExplainArgs<'_>) -> Result<(), CliError> {
             "lock": explanation.lock,
             "rules": explanation.rules,
         });
-        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::usage(e.to_string()))?;
-        writeln!(out)?;
+        crate::table::write_json(&mut out, &report)?;
     } else {
         writeln!(out, "{explanation}")?;
     }

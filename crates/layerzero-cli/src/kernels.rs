@@ -66,9 +66,7 @@ pub(crate) fn kernels(json: bool) -> Result<(), CliError> {
                 value
             })
             .collect();
-        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "kernels": kernels }))
-            .map_err(|e| CliError::usage(e.to_string()))?;
-        writeln!(out)?;
+        crate::table::write_json(&mut out, &serde_json::json!({ "kernels": kernels }))?;
         return Ok(());
     }
     let mut table = Table::new(["kernel", "operations", "backend", "priority", "available", "constraints"]);

@@ -41,7 +41,7 @@ struct Cli {
 enum Command {
     /// Run decoder layers (prefill, then decode steps) with every operation dispatched and
     /// checked against a float64 reference.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = run::FILES_AND_EXIT_CODES)]
     Run(Box<run::RunArgs>),
     /// Check rules files: every schema error and lint warning, as FILE:LINE:COL: PATH: MESSAGE.
     #[command(after_help = EXIT_CODES)]
@@ -157,7 +157,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::Usage(m)) if m.contains("Broken pipe") => ExitCode::SUCCESS,
         Err(e) => {
             if !e.message().is_empty() {
                 eprintln!("layerzero: {}", e.message());

@@ -75,6 +75,19 @@ fn visible_len(text: &str) -> usize {
     len
 }
 
+/// Writes `value` as pretty JSON and a newline; a closed stdout is not an error.
+pub(crate) fn write_json(
+    out: &mut impl std::io::Write,
+    value: &serde_json::Value,
+) -> Result<(), crate::error::CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(|e| match e.io_error_kind() {
+        Some(kind) => crate::error::CliError::from(std::io::Error::from(kind)),
+        None => crate::error::CliError::usage(e),
+    })?;
+    writeln!(out)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

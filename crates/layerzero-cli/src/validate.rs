@@ -77,9 +77,7 @@ pub(crate) fn validate(files: &[PathBuf], json: bool) -> Result<(), CliError> {
                 })
             })
             .collect();
-        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "files": files }))
-            .map_err(|e| CliError::usage(e.to_string()))?;
-        writeln!(out)?;
+        crate::table::write_json(&mut out, &serde_json::json!({ "files": files }))?;
     } else {
         for report in &reports {
             for error in &report.errors {

@@ -21,6 +21,19 @@ use crate::table::{Table, colour_enabled, status};
 use layer::{Layer, Phase, Recorder, Step, forward, narrow, rope_tables};
 use weights::{LayerWeights, Shapes, TensorFile};
 
+/// The files `run` reads and writes, and its exit codes, for `--help`.
+pub(crate) const FILES_AND_EXIT_CODES: &str = "\
+Weights (--weights FILE.safetensors, float32/float16/bfloat16), Llama names, [out, in] like PyTorch:
+  input_layernorm.weight [hidden]            self_attn.{q,k,v,o}_proj.weight
+  post_attention_layernorm.weight [hidden]   mlp.{gate,up,down}_proj.weight
+  One layer unprefixed, or several as model.layers.{i}.<name> (i = 0, 1, ...).
+Input (--input): `input` [seq, hidden] or [1, seq, hidden]; optional `decode_input`
+  [decode_steps, hidden] (random from --seed when absent).
+Output (--output): `output` [seq, hidden] and `decode_output` [decode_steps, hidden],
+  the last layer's, float32.
+
+Exit codes: 0 ok; 1 the input is invalid or a check failed; 2 usage or I/O error.";
+
 /// `layerzero run`'s options.
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
@@ -328,8 +341,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
             "failed": failed,
             "output": args.output.as_ref().map(|p| p.display().to_string()),
         });
-        serde_json::to_writer_pretty(&mut out, &report).map_err(|e| CliError::usage(e.to_string()))?;
-        writeln!(out)?;
+        crate::table::write_json(&mut out, &report)?;
     } else {
         let colour = colour_enabled();
         writeln!(
