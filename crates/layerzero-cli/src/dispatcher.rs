@@ -7,7 +7,7 @@ use layerzero::config::{ConfigSchema, DispatchConfig, DispatchMode, LoadedConfig
 use layerzero::dispatch::{ConfigDrivenDispatcher, Dispatcher, StaticDispatcher, TelemetrySnapshot};
 use layerzero::registry::{get_global_backend_registry, get_global_kernel_registry};
 use layerzero::selection_engine::SelectionReason;
-use layerzero::types::{Operation, OperationType, SelectionContext};
+use layerzero::types::{KernelSpec, Operation, OperationType, SelectionContext};
 
 use crate::error::CliError;
 
@@ -122,7 +122,7 @@ pub(crate) fn build_dispatcher(options: &DispatchOptions) -> Result<Dispatch, Cl
                 specs.sort_by_key(|spec| std::cmp::Reverse(spec.priority));
                 for (i, spec) in specs.iter().enumerate() {
                     if let Some(code) = snapshot.implementation(spec.id) {
-                        builder = builder.with_kernel(KernelSpecOf::clone(spec), code.clone(), operation, i == 0);
+                        builder = builder.with_kernel(KernelSpec::clone(spec), code.clone(), operation, i == 0);
                     }
                 }
             }
@@ -175,8 +175,6 @@ pub(crate) fn build_dispatcher(options: &DispatchOptions) -> Result<Dispatch, Cl
         }
     }
 }
-
-type KernelSpecOf = layerzero::types::KernelSpec;
 
 fn reason(engine: &layerzero::selection_engine::SelectionEngine, op: Operation, ctx: &SelectionContext) -> Option<Why> {
     engine.select(op, ctx).ok().map(|selection| match selection.reason {

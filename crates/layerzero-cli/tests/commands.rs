@@ -343,3 +343,20 @@ fn schema_prints_a_json_schema() {
             .is_object()
     );
 }
+
+#[test]
+fn explain_and_run_show_where_a_rules_file_breaks() {
+    let broken = file("broken-rules.yaml", "version: \"1.0\"\nkernel_denies: [a, b\n");
+    layerzero()
+        .args(["explain", "--op", "rms_norm", "--config"])
+        .arg(&broken)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::is_match(r"broken-rules\.yaml:3:1: Invalid YAML: ").unwrap());
+    layerzero()
+        .args(["run", "--seq", "2", "--config"])
+        .arg(&broken)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::is_match(r"broken-rules\.yaml:3:1: Invalid YAML: ").unwrap());
+}

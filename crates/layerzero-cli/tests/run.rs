@@ -375,3 +375,22 @@ fn run_in_static_mode_falls_back_past_a_kernel_that_refuses_the_shape() {
     assert_eq!(report["telemetry"]["fallback_count"], 1);
     assert_eq!(report["checks_passed"], true);
 }
+
+#[test]
+fn run_exits_1_and_names_the_steps_over_tolerance() {
+    // No float32 matmul of 32 terms is within 1e-12 of float64; rope at position 0 is.
+    layerzero()
+        .args(["run", "--hidden", "32", "--heads", "4", "--layers", "1", "--seq", "4", "--decode-steps", "1"])
+        .args(["--tolerance", "1e-12"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::is_match(r"prefill +q_proj +matmul +cpu\.matmul .* FAIL\n").unwrap())
+        .stdout(predicate::str::contains("checks FAILED: "))
+        .stdout(predicate::str::contains("prefill q_proj"));
+    layerzero()
+        .args(["run", "--hidden", "32", "--heads", "4", "--layers", "1", "--seq", "4", "--no-check"])
+        .args(["--tolerance", "1e-12"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("checks skipped (--no-check)"));
+}

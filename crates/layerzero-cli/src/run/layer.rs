@@ -107,8 +107,10 @@ impl<'d> Recorder<'d> {
 
     fn record_check<T: FloatElement>(&mut self, phase: Phase, stage: &'static str, actual: &[T], expected: &[f64]) {
         let error = reference::max_rel_error(&widen(actual), expected);
-        let row = self.row(phase, stage, OperationType::Matmul);
-        row.max_rel_error = Some(row.max_rel_error.map_or(error, |e| e.max(error)));
+        // The row exists: every check follows the dispatch that made its output.
+        if let Some(row) = self.rows.iter_mut().find(|r| r.phase == phase && r.stage == stage) {
+            row.max_rel_error = Some(row.max_rel_error.map_or(error, |e| e.max(error)));
+        }
     }
 }
 

@@ -91,6 +91,10 @@ pub(crate) struct RunArgs {
     /// Skip checking each operation against the float64 reference.
     #[arg(long)]
     no_check: bool,
+    /// The largest relative error a check accepts (default: 1e-4 for float32, 5e-3 for
+    /// float16, 3e-2 for bfloat16).
+    #[arg(long, value_name = "REL")]
+    tolerance: Option<f64>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -115,7 +119,7 @@ fn parse_dtype(value: &str) -> Result<DType, String> {
 
 /// The largest relative error each dtype's kernels may show: float32 accumulation, or the
 /// rounding of a half-precision output (2⁻¹¹ for float16, 2⁻⁸ for bfloat16) with margin.
-fn tolerance(dtype: DType) -> f64 {
+fn default_tolerance(dtype: DType) -> f64 {
     match dtype {
         DType::F16 => 5e-3,
         DType::BF16 => 3e-2,
@@ -299,7 +303,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
             ],
         )?;
     }
-    let tolerance = tolerance(args.dtype);
+    let tolerance = args.tolerance.unwrap_or_else(|| default_tolerance(args.dtype));
     let failed: Vec<String> = outcome
         .rows
         .iter()
