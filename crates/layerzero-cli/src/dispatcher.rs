@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use layerzero::config::{ConfigSchema, DispatchConfig, DispatchMode, LoadedConfig};
-use layerzero::dispatch::{ConfigDrivenDispatcher, Dispatcher, StaticDispatcher, TelemetrySnapshot};
+use layerzero::dispatch::{Dispatcher, StaticDispatcher, TelemetrySnapshot, create_config_dispatcher};
 use layerzero::registry::{get_global_backend_registry, get_global_kernel_registry};
 use layerzero::selection_engine::SelectionReason;
 use layerzero::types::{KernelSpec, Operation, OperationType, SelectionContext};
@@ -90,7 +90,7 @@ pub(crate) fn load_rules(path: &std::path::Path) -> Result<LoadedConfig, CliErro
 /// kernel registry (the CPU kernels are registered at start) and backend registry.
 ///
 /// - STATIC: each operation's registered kernels, highest priority first (the rest are
-///   its fallbacks), with no selection at run time.
+///   its fallbacks), with no selection at run time (and so no rules file).
 /// - DYNAMIC: the selection engine, base priorities deciding.
 /// - CONFIG (and HOT_RELOAD, whose file watching comes with the orchestrator): the rules
 ///   of `--config` decide.
@@ -114,6 +114,9 @@ pub(crate) fn build_dispatcher(options: &DispatchOptions) -> Result<Dispatch, Cl
         |e: layerzero::dispatch::DispatchError| CliError::usage(format!("building the dispatcher: {e}"));
     match mode {
         DispatchMode::Static => {
+            if options.config.is_some() {
+                return Err(CliError::usage("--mode static takes no --config: a static map has no rules"));
+            }
             let mut builder = StaticDispatcher::builder();
             let snapshot = kernels.snapshot();
             for operation in OperationType::ALL {
@@ -140,10 +143,13 @@ pub(crate) fn build_dispatcher(options: &DispatchOptions) -> Result<Dispatch, Cl
             let Some(path) = &options.config else {
                 return Err(CliError::usage(format!("--mode {} needs --config FILE", mode.as_str().to_lowercase())));
             };
-            let policy = load_rules(path)?.compiled;
-            let config = DispatchConfig::builder().mode(DispatchMode::Config).build().map_err(CliError::usage)?;
-            let dispatcher =
-                Arc::new(ConfigDrivenDispatcher::new(kernels, backends, config, policy, None).map_err(dispatch_error)?);
+            // Loaded here first so that a broken file is reported with every error located.
+            load_rules(path)?;
+            let defaults = DispatchConfig::default();
+            let dispatcher = Arc::new(
+                create_config_dispatcher(path, kernels, defaults.cache_size(), defaults.cache_ttl_seconds())
+                    .map_err(dispatch_error)?,
+            );
             let (for_reason, for_telemetry) = (Arc::clone(&dispatcher), Arc::clone(&dispatcher));
             Ok(Dispatch {
                 dispatcher,

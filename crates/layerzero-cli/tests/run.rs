@@ -394,3 +394,19 @@ fn run_exits_1_and_names_the_steps_over_tolerance() {
         .success()
         .stdout(predicate::str::contains("checks skipped (--no-check)"));
 }
+
+#[test]
+fn run_refuses_modes_that_do_not_fit_the_options() {
+    layerzero()
+        .args(["run", "--mode", "config"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--mode config needs --config FILE"));
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/kernels.cpu.yaml");
+    layerzero()
+        .args(["run", "--mode", "static", "--config"])
+        .arg(&config)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--mode static takes no --config"));
+}
