@@ -171,3 +171,43 @@ pub(crate) fn explain(args: &ExplainArgs<'_>) -> Result<(), CliError> {
         None => Err(CliError::Invalid(String::new())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use layerzero::types::{ComputeCapability, DType, Device, Platform};
+
+    use super::*;
+
+    #[test]
+    fn settings_are_typed_by_their_field() {
+        let ctx = parse_context(&[
+            "batch_size=16",
+            "dtype=bfloat16",
+            "device=cuda:1",
+            "is_causal=true",
+            "dropout_p=0.1",
+            "compute_capability=9.0",
+        ])
+        .unwrap();
+        assert_eq!(ctx.batch_size, Some(16));
+        assert_eq!(ctx.dtype, Some(DType::BF16));
+        assert_eq!(ctx.device, Some(Device::Cuda(1)));
+        // The platform follows the device, as the builder does it.
+        assert_eq!(ctx.platform, Some(Platform::Cuda));
+        assert_eq!(ctx.is_causal, Some(true));
+        assert_eq!(ctx.dropout_p, Some(0.1));
+        assert_eq!(ctx.compute_capability, Some(ComputeCapability::new(9, 0)));
+    }
+
+    #[test]
+    fn bad_settings_say_what_is_wrong() {
+        let error = |settings: &[&str]| parse_context(settings).unwrap_err();
+        assert_eq!(error(&["batch_size"]), "`batch_size`: expected FIELD=VALUE");
+        assert_eq!(error(&["is_causal=yes"]), "is_causal=yes: expected true or false");
+        assert!(
+            error(&["num_heads=8", "num_kv_heads=3"]).contains("num_kv_heads"),
+            "{}",
+            error(&["num_heads=8", "num_kv_heads=3"])
+        );
+    }
+}
