@@ -1,18 +1,37 @@
 //! `layerzero`: LayerZero's command-line tool.
 //!
-//! `layerzero info` prints the kernels registered in this build and the backends this
-//! machine has. Exit codes: 0 ok, 2 usage or I/O error.
+//! `layerzero run` is the main job: a stack of Llama-style decoder layers on the embedded
+//! CPU backend, every operation through the dispatcher and checked against float64.
+//! `validate`, `explain`, `diff`, `schema`, `kernels`, `bench` and `info` are an
+//! operator's everyday tools. Exit codes: 0 ok, 1 invalid input or a failed check, 2 usage
+//! or I/O error.
 
 #![forbid(unsafe_code)]
 
-use std::io::{self, Write};
+mod bench;
+mod diff;
+mod dispatcher;
+mod error;
+mod explain;
+mod info;
+mod kernels;
+mod run;
+mod schema;
+mod table;
+mod validate;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use layerzero::registry::{BackendStatus, KernelSnapshot, get_global_backend_registry, get_global_kernel_registry};
+use layerzero::registry::get_global_kernel_registry;
+
+use error::CliError;
+
+const EXIT_CODES: &str = "Exit codes: 0 ok; 1 the input is invalid or a check failed; 2 usage or I/O error.";
 
 #[derive(Parser)]
-#[command(name = "layerzero", version, about = "Kernel dispatch for GPU inference")]
+#[command(name = "layerzero", version, about = "Kernel dispatch for GPU inference", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +39,83 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run decoder layers (prefill, then decode steps) with every operation dispatched and
+    /// checked against a float64 reference.
+    #[command(after_help = run::FILES_AND_EXIT_CODES)]
+    Run(Box<run::RunArgs>),
+    /// Check rules files: every schema error and lint warning, as FILE:LINE:COL: PATH: MESSAGE.
+    #[command(after_help = EXIT_CODES)]
+    Validate {
+        /// Rules files (YAML or JSON, schema v1.0).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain which kernel a rules file selects for one operation and context, and why.
+    #[command(after_help = EXIT_CODES)]
+    Explain {
+        /// Rules file (YAML or JSON, schema v1.0).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Kernel catalog (`kernels: [...]` specs); default: the built-in kernels. Every
+        /// backend the kernels name is assumed present.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// The operation (`attention.causal`, `rms_norm`, ...).
+        #[arg(long = "op", value_name = "OP")]
+        operation: String,
+        /// A context field, repeatable: `--set batch_size=16 --set dtype=bfloat16`.
+        #[arg(long = "set", value_name = "FIELD=VALUE")]
+        settings: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the registered kernels, their constraints and whether their backend is available.
+    #[command(after_help = EXIT_CODES)]
+    Kernels {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which selections a new rules file changes over a workload of (operation,
+    /// context) cases.
+    #[command(after_help = EXIT_CODES)]
+    Diff {
+        /// The rules file in use.
+        old: PathBuf,
+        /// The rules file proposed.
+        new: PathBuf,
+        /// YAML list of cases: `- {name: .., operation: OP, context: {FIELD: VALUE, ..}}`.
+        #[arg(long, value_name = "FILE")]
+        workload: PathBuf,
+        /// Kernel catalog; default: the built-in kernels (every backend assumed present).
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure dispatch overhead per mode and each built-in kernel's time on this machine.
+    #[command(after_help = EXIT_CODES)]
+    Bench {
+        /// Also measure CONFIG mode with this rules file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Time spent measuring each row, in milliseconds.
+        #[arg(long, default_value_t = 100, value_name = "MS")]
+        time_ms: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of rules files (schema v1.0), for editors and CI.
+    #[command(after_help = EXIT_CODES)]
+    Schema,
     /// Show the registered kernels and this machine's backends.
+    #[command(after_help = EXIT_CODES)]
     Info {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -29,132 +124,44 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap's usage errors exit 2; --help and --version are not errors.
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
     // The CPU kernels are the embedded default: every build has them.
     if let Err(e) = layerzero::kernels::register_cpu_kernels(get_global_kernel_registry()) {
         eprintln!("layerzero: registering the CPU kernels: {e}");
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Info { json } => info(json),
+        Command::Run(args) => run::run(&args),
+        Command::Validate { files, json } => validate::validate(&files, json),
+        Command::Explain { config, catalog, operation, settings, json } => explain::explain(&explain::ExplainArgs {
+            config: &config,
+            catalog: catalog.as_ref(),
+            operation: &operation,
+            settings: &settings,
+            json,
+        }),
+        Command::Kernels { json } => kernels::kernels(json),
+        Command::Schema => schema::schema(),
+        Command::Bench { config, time_ms, json } => bench::bench(config, time_ms, json),
+        Command::Diff { old, new, workload, catalog, json } => {
+            diff::diff(&diff::DiffArgs { old: &old, new: &new, workload: &workload, catalog: catalog.as_ref(), json })
+        }
+        Command::Info { json } => info::info(json).map_err(CliError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("layerzero: {e}");
-            ExitCode::from(2)
+            if !e.message().is_empty() {
+                eprintln!("layerzero: {}", e.message());
+            }
+            ExitCode::from(e.exit_code())
         }
-    }
-}
-
-fn info(json: bool) -> io::Result<()> {
-    let kernels = get_global_kernel_registry().snapshot();
-    let backends = get_global_backend_registry().backends();
-    let mut out = io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &info_json(&kernels, &backends))?;
-        writeln!(out)
-    } else {
-        write_info(&mut out, &kernels, &backends)
-    }
-}
-
-fn write_info(out: &mut impl Write, kernels: &KernelSnapshot, backends: &[BackendStatus]) -> io::Result<()> {
-    writeln!(out, "backends:")?;
-    for backend in backends {
-        let version = backend.info.version.as_deref().map(|v| format!(" {v}")).unwrap_or_default();
-        writeln!(out, "  {}{version} ({}): {}", backend.info.name, backend.info.platform, backend.health)?;
-        for device in &backend.info.devices {
-            let mut facts = Vec::new();
-            if let Some(cc) = device.compute_capability {
-                facts.push(format!("compute capability {cc}"));
-            }
-            if let Some(units) = device.compute_units {
-                facts.push(format!("{units} compute units"));
-            }
-            if let Some(bytes) = device.memory_bytes {
-                facts.push(format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30)));
-            }
-            if !device.features.is_empty() {
-                facts.push(device.features.join(" "));
-            }
-            writeln!(out, "    {} {}: {}", device.device, device.name, facts.join(", "))?;
-        }
-    }
-    writeln!(out, "kernels: {} registered", kernels.len())?;
-    for kernel in kernels.iter() {
-        let operations: Vec<_> = kernel.operations.iter().map(ToString::to_string).collect();
-        writeln!(
-            out,
-            "  {} [{}] backend={} priority={}",
-            kernel.id,
-            operations.join(", "),
-            kernel.backend,
-            kernel.priority
-        )?;
-    }
-    Ok(())
-}
-
-fn info_json(kernels: &KernelSnapshot, backends: &[BackendStatus]) -> serde_json::Value {
-    let backends: Vec<_> = backends
-        .iter()
-        .map(|b| {
-            serde_json::json!({
-                "name": b.info.name,
-                "platform": b.info.platform.as_str(),
-                "version": b.info.version,
-                "health": b.health.to_string(),
-                "available": b.health.is_available(),
-                "devices": b.info.devices.iter().map(|d| serde_json::json!({
-                    "device": d.device.to_string(),
-                    "name": d.name,
-                    "compute_capability": d.compute_capability.map(|cc| cc.to_string()),
-                    "compute_units": d.compute_units,
-                    "memory_bytes": d.memory_bytes,
-                    "features": d.features,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let kernels: Vec<_> = kernels.iter().map(|k| serde_json::to_value(&**k).unwrap_or_default()).collect();
-    serde_json::json!({ "backends": backends, "kernels": kernels })
-}
-
-#[cfg(test)]
-mod tests {
-    use layerzero::registry::{BackendRegistry, KernelRegistry};
-    use layerzero::types::{KernelSpec, OperationType, Platform};
-
-    use super::*;
-
-    fn fixture() -> (KernelSnapshot, Vec<BackendStatus>) {
-        let kernels = KernelRegistry::new();
-        kernels
-            .register(KernelSpec::new("cli_test_norm", Platform::Cpu).unwrap().for_operation(OperationType::NormRms))
-            .unwrap();
-        let snapshot = KernelSnapshot::clone(&kernels.snapshot());
-        (snapshot, BackendRegistry::detect().backends())
-    }
-
-    #[test]
-    fn text_lists_backends_and_kernels() {
-        let (kernels, backends) = fixture();
-        let mut out = Vec::new();
-        write_info(&mut out, &kernels, &backends).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("backends:\n  cpu (cpu): healthy\n    cpu "), "{text}");
-        assert!(text.contains("kernels: 1 registered\n  cli_test_norm [rms_norm] backend=cpu priority=50\n"), "{text}");
-    }
-
-    #[test]
-    fn json_has_the_same_facts() {
-        let (kernels, backends) = fixture();
-        let value = info_json(&kernels, &backends);
-        assert_eq!(value["backends"][0]["name"], "cpu");
-        assert_eq!(value["backends"][0]["available"], true);
-        assert_eq!(value["kernels"][0]["id"], "cli_test_norm");
-        assert_eq!(value["kernels"][0]["operations"][0], "rms_norm");
     }
 }
