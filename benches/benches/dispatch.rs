@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use layerzero::config::{ConfigSchema, DispatchConfig, DispatchMode};
 use layerzero::dispatch::{
-    ConfigDrivenDispatcher, DispatchError, DispatchOrchestrator, Dispatcher, StaticDispatcher, StaticDispatcherBuilder,
-    create_dynamic_dispatcher,
+    ConfigDrivenDispatcher, DispatchError, DispatchOrchestrator, Dispatcher, DynamicDispatcher, StaticDispatcher,
+    StaticDispatcherBuilder, create_dynamic_dispatcher,
 };
 use layerzero::registry::{BackendRegistry, KernelRegistry};
 use layerzero::types::{
@@ -28,6 +28,9 @@ use layerzero::types::{
 };
 
 const BATCH: usize = 64;
+
+/// One timed call: a dispatch, or the direct call it is measured against.
+type Call = Arc<dyn Fn(&mut OpArgs<'_>) + Send + Sync>;
 const SAMPLES: usize = 20_000;
 const RMS: Operation = Operation::Known(OperationType::NormRms);
 
@@ -39,7 +42,7 @@ fn rms_norm_noop(args: &mut NormArgs<'_>) -> KernelResult {
 
 /// p50 and p99 of per-call nanoseconds, over `SAMPLES` batches of `call` on `threads`
 /// threads at once (all threads' samples pooled).
-fn measure(threads: usize, call: Arc<dyn Fn(&mut OpArgs<'_>) + Send + Sync>) -> (f64, f64) {
+fn measure(threads: usize, call: Call) -> (f64, f64) {
     let barrier = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|_| {
@@ -194,12 +197,42 @@ fn dispatchers(telemetry: bool) -> Vec<(&'static str, Arc<dyn Dispatcher>)> {
     ]
 }
 
+/// A DYNAMIC dispatcher's prepared call for the bench's rms_norm context (selected once;
+/// each call checks the policy generation and registry version, then runs the executor).
+fn prepared(telemetry: bool) -> Call {
+    let kernels = Arc::new(KernelRegistry::new());
+    kernels.register_with_impl(norm_spec("bench_rms_noop", 100), KernelImpl::norm(rms_norm_noop)).expect("registered");
+    kernels.register_with_impl(norm_spec("bench_rms_other", 10), KernelImpl::norm(rms_norm_noop)).expect("registered");
+    let dynamic: &'static DynamicDispatcher = Box::leak(Box::new(
+        create_dynamic_dispatcher(
+            kernels,
+            Arc::new(BackendRegistry::detect()),
+            config(telemetry, DispatchMode::Dynamic),
+            true,
+        )
+        .expect("a dynamic dispatcher"),
+    ));
+    // The context dispatch would derive from the bench's arguments.
+    let input = Tensor::zeros(&[2, 4], DType::F32).expect("a small tensor");
+    let weight = Tensor::zeros(&[4], DType::F32).expect("a small tensor");
+    let mut out = [0f32; 8];
+    let output = TensorViewMut::from_slice(&mut out, &[2, 4]).expect("8 elements");
+    let args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6 });
+    let context = args.context().expect("a context");
+    let call = dynamic.prepare(RMS, &context).expect("a selection");
+    Arc::new(move |args: &mut OpArgs<'_>| {
+        let result = call.dispatch(args);
+        debug_assert!(result.is_ok());
+        let _ = black_box(result);
+    })
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; a filter or `--list` is not supported here.
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let direct: Arc<dyn Fn(&mut OpArgs<'_>) + Send + Sync> = Arc::new(|args: &mut OpArgs<'_>| {
+    let direct: Call = Arc::new(|args: &mut OpArgs<'_>| {
         if let OpArgs::Norm(args) = args {
             let _ = black_box(rms_norm_noop(args));
         }
@@ -219,12 +252,19 @@ fn main() {
     );
     for threads in [1, 2] {
         for telemetry in [false, true] {
-            for (name, dispatcher) in dispatchers(telemetry) {
-                let call: Arc<dyn Fn(&mut OpArgs<'_>) + Send + Sync> = Arc::new(move |args: &mut OpArgs<'_>| {
-                    let result = dispatcher.dispatch(RMS, args, None);
-                    debug_assert!(result.is_ok());
-                    let _ = black_box(result);
-                });
+            let mut rows: Vec<(&str, Call)> = dispatchers(telemetry)
+                .into_iter()
+                .map(|(name, dispatcher)| {
+                    let call: Call = Arc::new(move |args: &mut OpArgs<'_>| {
+                        let result = dispatcher.dispatch(RMS, args, None);
+                        debug_assert!(result.is_ok());
+                        let _ = black_box(result);
+                    });
+                    (name, call)
+                })
+                .collect();
+            rows.push(("DYNAMIC, prepared call", prepared(telemetry)));
+            for (name, call) in rows {
                 let (base50, base99) = measure(threads, Arc::clone(&direct));
                 let (p50, p99) = measure(threads, call);
                 println!(

@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, Guard};
 use layerzero_breaker::{CircuitBreakerRegistry, Clock};
 use layerzero_config::{CompiledConfig, ConfigSchema, DispatchConfig, DispatchMode};
 use layerzero_registry::{BackendRegistry, KernelRegistry, get_global_backend_registry};
-use layerzero_select::{Explanation, SelectionEngine, Shared};
+use layerzero_select::{Explanation, Selection, SelectionEngine, Shared};
 use layerzero_types::{DispatchResult, KernelError, KernelId, OpArgs, Operation, SelectionContext};
 
 use crate::executor::{DeviceSync, Executor, check_args};
@@ -150,6 +150,117 @@ impl EngineDispatch {
     }
 }
 
+/// A selection made once for one operation and context, to dispatch many calls of that
+/// shape (a decoder layer's step, every layer) without selecting again: no context to
+/// derive, no key to pack, no cache probe. Get one from `prepare` on a
+/// [`DynamicDispatcher`] or [`ConfigDrivenDispatcher`].
+///
+/// Each [`dispatch`](Self::dispatch) first checks, with two atomic loads, that the engine's
+/// [`generation`](SelectionEngine::generation) (policy swaps, invalidations) and the
+/// kernel registry's version are those the selection was made under; if either moved, the
+/// call goes the whole way (select, then run) as [`Dispatcher::dispatch`] would, so a
+/// prepared call never runs a stale choice. Breakers, fallbacks, panics, timing and
+/// telemetry are the executor's, as for any dispatch (telemetry counts the call as a
+/// selection served without a miss).
+///
+/// The arguments are the caller's promise: they should have the shape and dtype the
+/// context describes. Kernels check their arguments as always, so a mismatch is a typed
+/// error, never undefined behaviour; but the kernel was chosen for the context, not for
+/// them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use layerzero_dispatch::{DispatchConfig, create_dynamic_dispatcher};
+/// use layerzero_registry::{BackendRegistry, KernelRegistry};
+/// use layerzero_types::{DType, NormArgs, OpArgs, OperationType, SelectionContext, Tensor};
+///
+/// let kernels = Arc::new(KernelRegistry::new());
+/// layerzero_kernels::register_cpu_kernels(&kernels)?;
+/// let dispatcher =
+///     create_dynamic_dispatcher(kernels, Arc::new(BackendRegistry::detect()), DispatchConfig::default(), true)?;
+/// let x = Tensor::from_f32(&[1.0, 2.0, 3.0, 4.0], &[1, 4], DType::F32)?;
+/// let w = Tensor::from_f32(&[1.0; 4], &[4], DType::F32)?;
+/// let mut y = Tensor::zeros(&[1, 4], DType::F32)?;
+/// let context = SelectionContext::from_tensor(&x.view())?;
+/// let rms_norm = dispatcher.prepare(OperationType::NormRms.into(), &context)?;
+/// for _ in 0..3 {
+///     let mut args =
+///         OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+///     let result = rms_norm.dispatch(&mut args)?;
+///     assert_eq!(result.kernel_id, rms_norm.kernel());
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct PreparedCall<'d> {
+    inner: &'d EngineDispatch,
+    operation: Operation,
+    context: SelectionContext,
+    generation: u64,
+    registry_version: u64,
+    table: Arc<KernelTable>,
+    selection: Selection,
+}
+
+impl PreparedCall<'_> {
+    /// Runs the prepared operation on `args` (see the type's docs for when it selects
+    /// again).
+    #[inline]
+    pub fn dispatch(&self, args: &mut OpArgs<'_>) -> Result<DispatchResult<()>, DispatchError> {
+        let inner = self.inner;
+        if inner.engine.generation() != self.generation || inner.kernels.version() != self.registry_version {
+            return inner.dispatch(self.operation, args, Some(&self.context));
+        }
+        if let Err(e) = check_args(self.operation, args) {
+            return inner.executor.fail_unselected(e);
+        }
+        let start = inner.executor.now();
+        let chain = std::iter::once(self.selection.kernel).chain(self.selection.fallbacks().iter().copied());
+        inner.executor.run(self.operation, chain.map(|kernel| (kernel, self.table.get(kernel))), args, start, start)
+    }
+
+    /// The kernel the selection chose (fallbacks follow it when it fails).
+    pub fn kernel(&self) -> KernelId {
+        self.selection.kernel
+    }
+
+    /// The selection, with its fallbacks and why.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// The operation.
+    pub fn operation(&self) -> Operation {
+        self.operation
+    }
+
+    /// The context it was prepared for.
+    pub fn context(&self) -> &SelectionContext {
+        &self.context
+    }
+}
+
+impl std::fmt::Debug for PreparedCall<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedCall")
+            .field("operation", &self.operation)
+            .field("kernel", &self.selection.kernel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineDispatch {
+    fn prepare(&self, operation: Operation, context: &SelectionContext) -> Result<PreparedCall<'_>, DispatchError> {
+        // Read before selecting: a change during the selection leaves these behind, and
+        // the first dispatch then selects again.
+        let generation = self.engine.generation();
+        let registry_version = self.kernels.version();
+        let selection = self.engine.select(operation, context)?;
+        let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());
+        let table = Guard::into_inner(self.table(chain));
+        Ok(PreparedCall { inner: self, operation, context: *context, generation, registry_version, table, selection })
+    }
+}
+
 /// What DYNAMIC and CONFIG share over their [`EngineDispatch`]: the engine, breaker and
 /// telemetry accessors, and the [`Dispatcher`] impl; `$mode` and the dispatch docs differ.
 macro_rules! engine_dispatcher {
@@ -169,6 +280,17 @@ macro_rules! engine_dispatcher {
             /// The telemetry so far.
             pub fn telemetry(&self) -> TelemetrySnapshot {
                 self.inner.executor.telemetry().snapshot()
+            }
+
+            /// Selects once for `operation` in `context` and returns a [`PreparedCall`]
+            /// that dispatches calls of that shape without selecting again (while the
+            /// policy and the kernel registry stay as they are).
+            pub fn prepare(
+                &self,
+                operation: Operation,
+                context: &SelectionContext,
+            ) -> Result<PreparedCall<'_>, DispatchError> {
+                self.inner.prepare(operation, context)
             }
 
             /// Installs the hook `sync_after_execution` runs after each kernel

@@ -106,7 +106,9 @@ mod static_dispatcher;
 mod telemetry;
 mod transform;
 
-pub use dynamic::{ConfigDrivenDispatcher, DynamicDispatcher, create_config_dispatcher, create_dynamic_dispatcher};
+pub use dynamic::{
+    ConfigDrivenDispatcher, DynamicDispatcher, PreparedCall, create_config_dispatcher, create_dynamic_dispatcher,
+};
 pub use error::{AttemptError, DispatchError};
 pub use executor::{DeviceSync, breaker_config};
 pub use global::{dispatch, dispatch_with_mode, get_global_dispatcher, init_global, init_global_from_env};

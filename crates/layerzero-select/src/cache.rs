@@ -40,33 +40,42 @@ impl Eq for ContextKey {}
 impl ContextKey {
     /// Packs `ctx`. Cost: a few dozen integer operations, no allocation.
     pub fn new(ctx: &SelectionContext) -> ContextKey {
-        // Straight-line and branch-free: this runs on every cache lookup.
-        let mut present = 0u32;
-        let mut int = |bit: u32, value: Option<u32>| {
-            present |= u32::from(value.is_some()) << bit;
-            value.unwrap_or(0)
-        };
-        let ints = [
-            int(0, ctx.batch_size),
-            int(1, ctx.seq_len),
-            int(2, ctx.seq_len_q),
-            int(3, ctx.seq_len_k),
-            int(4, ctx.head_dim),
-            int(5, ctx.num_heads),
-            int(6, ctx.num_kv_heads),
-            int(7, ctx.tp_size),
-            int(8, ctx.pp_size),
-            int(9, ctx.layer_index),
-            int(10, ctx.window_size),
-        ];
+        // Straight-line and branch-free: this runs on every cache lookup. Each word is
+        // finished before the next is started, which keeps the fields in registers.
+        #[inline(always)]
+        fn int(value: Option<u32>, bit: u32) -> (u64, u64) {
+            match value {
+                Some(v) => (u64::from(v), 1 << bit),
+                None => (0, 0),
+            }
+        }
+        #[inline(always)]
+        fn pair(lo: Option<u32>, hi: Option<u32>, bit: u32) -> (u64, u64) {
+            let ((lo, p_lo), (hi, p_hi)) = (int(lo, bit), int(hi, bit + 1));
+            (lo | (hi << 32), p_lo | p_hi)
+        }
         // Each small field: 0 when absent, else 1 + its code.
-        let code = |v: Option<u64>| v.map_or(0, |v| v + 1);
-        let flag = |v: Option<bool>| code(v.map(u64::from));
-        let device = |d: Device| match d {
+        #[inline(always)]
+        fn code(value: Option<u64>) -> u64 {
+            value.map_or(0, |v| v + 1)
+        }
+        #[inline(always)]
+        fn flag(value: Option<bool>) -> u64 {
+            code(value.map(u64::from))
+        }
+        let (w0, p0) = pair(ctx.batch_size, ctx.seq_len, 0);
+        let (w1, p1) = pair(ctx.seq_len_q, ctx.seq_len_k, 2);
+        let (w2, p2) = pair(ctx.head_dim, ctx.num_heads, 4);
+        let (w3, p3) = pair(ctx.num_kv_heads, ctx.tp_size, 6);
+        let (w4, p4) = pair(ctx.pp_size, ctx.layer_index, 8);
+        let (window, p5) = int(ctx.window_size, 10);
+        let present = p0 | p1 | p2 | p3 | p4 | p5;
+        let device = ctx.device.map(|d| match d {
             Device::Cpu => 0,
             Device::Cuda(ordinal) => 1 + u64::from(ordinal),
-        };
-        let capability = |c: ComputeCapability| (u64::from(c.major) << 8) | u64::from(c.minor);
+        });
+        let capability =
+            ctx.compute_capability.map(|c: ComputeCapability| (u64::from(c.major) << 8) | u64::from(c.minor));
         let small = code(ctx.dtype.map(|d| d as u64))
             | code(ctx.platform.map(|p| p as u64)) << 5
             | code(ctx.layout.map(|l| l as u64)) << 8
@@ -74,21 +83,10 @@ impl ContextKey {
             | flag(ctx.enable_gqa) << 12
             | flag(ctx.is_cuda_graph_capturing) << 14
             | flag(ctx.requires_deterministic) << 16
-            | code(ctx.device.map(device)) << 18
-            | code(ctx.compute_capability.map(capability)) << 36;
+            | code(device) << 18
+            | code(capability) << 36;
         let dropout_bits = ctx.dropout_p.map_or(u32::MAX, f32::to_bits);
-        let pair = |a: u32, b: u32| u64::from(a) | (u64::from(b) << 32);
-        let words = [
-            pair(ints[0], ints[1]),
-            pair(ints[2], ints[3]),
-            pair(ints[4], ints[5]),
-            pair(ints[6], ints[7]),
-            pair(ints[8], ints[9]),
-            pair(ints[10], present),
-            small,
-            u64::from(dropout_bits),
-        ];
-        ContextKey { words }
+        ContextKey { words: [w0, w1, w2, w3, w4, window | (present << 32), small, u64::from(dropout_bits)] }
     }
 
     /// A 64-bit digest of the key (see the type's docs).

@@ -345,6 +345,7 @@ pub struct SelectionEngine {
     backends: Shared<BackendRegistry>,
     state: ArcSwap<EngineState>,
     policy_version: AtomicU64,
+    generation: AtomicU64,
     // Serialises rebuilds of `state` (policy swaps and registry changes): rare, miss path.
     rebuild: Mutex<()>,
     cache: Option<SelectionCache>,
@@ -375,6 +376,7 @@ impl SelectionEngine {
             backends: backends.into(),
             state: ArcSwap::from_pointee(state),
             policy_version: AtomicU64::new(1),
+            generation: AtomicU64::new(0),
             rebuild: Mutex::new(()),
             cache,
         }
@@ -390,6 +392,7 @@ impl SelectionEngine {
         // Published after the state, so a reader that sees the new version finds (at
         // least) the new state.
         self.policy_version.store(version, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         version
     }
 
@@ -406,9 +409,18 @@ impl SelectionEngine {
     /// Drops every cached answer (after a backend's health changed, say: health is not
     /// part of the cache key).
     pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(cache) = &self.cache {
             cache.clear();
         }
+    }
+
+    /// A counter that changes whenever an answer given before may no longer be the
+    /// answer: a policy swap ([`set_policy`](Self::set_policy)) or an
+    /// [`invalidate`](Self::invalidate). With the kernel registry's version it tells a
+    /// caller holding a selection (a prepared call) whether it is still current.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The number of cached answers.
