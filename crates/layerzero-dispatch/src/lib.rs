@@ -89,12 +89,17 @@
 mod dynamic;
 mod error;
 mod executor;
+mod hot_reload;
 mod static_dispatcher;
 mod telemetry;
 
 pub use dynamic::{ConfigDrivenDispatcher, DynamicDispatcher, create_config_dispatcher, create_dynamic_dispatcher};
 pub use error::{AttemptError, DispatchError};
 pub use executor::breaker_config;
+pub use hot_reload::{
+    ConfigHash, ConfigVersion, HotReloadDispatcher, ROLLBACK_DEPTH, ReloadError, ReloadState, ReloadStats,
+    WatchOptions, create_hot_reload_dispatcher,
+};
 pub use layerzero_config::{DispatchConfig, DispatchMode};
 pub use layerzero_registry::StaticKernelRegistry;
 pub use static_dispatcher::{StaticDispatcher, StaticDispatcherBuilder};
