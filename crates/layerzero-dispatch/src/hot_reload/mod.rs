@@ -288,6 +288,9 @@ pub(crate) struct HotReload {
     watch_interval: Duration,
     epoch: ArcSwap<Epoch>,
     store: Mutex<Store>,
+    /// The live version, apart from the store so that reading it never waits for a
+    /// reload (which holds the store through its grace period).
+    live: Mutex<ConfigVersion>,
     state: AtomicU8,
     stats: Mutex<ReloadStats>,
     on_reload: RwLock<Vec<ReloadCallback>>,
@@ -434,6 +437,7 @@ impl HotReload {
         // We hold the store lock and nobody else swaps this engine's policy, so the
         // engine's current policy is the one just set.
         store.current = Applied { policy: self.engine().policy(), version };
+        *lock(&self.live) = version;
         let mut stats = lock(&self.stats);
         stats.current_version = version.version;
         stats.current_hash = config_hash;
@@ -732,6 +736,7 @@ impl HotReloadDispatcher {
             watch_interval,
             epoch: ArcSwap::from_pointee(Epoch),
             store: Mutex::new(Store { current, history: VecDeque::new(), last_seen: Some(config_hash) }),
+            live: Mutex::new(version),
             state: AtomicU8::new(ReloadState::Idle as u8),
             stats: Mutex::new(stats),
             on_reload: RwLock::new(Vec::new()),
@@ -846,7 +851,7 @@ impl HotReloadDispatcher {
 
     /// The live config's version.
     pub fn current_version(&self) -> ConfigVersion {
-        lock(&self.shared.store).current.version
+        *lock(&self.shared.live)
     }
 
     /// The watched rules file.
