@@ -11,6 +11,10 @@
 //! - [`ConfigDrivenDispatcher`] (CONFIG, [`create_config_dispatcher`]): a rules file
 //!   decides; [`reload_config`](ConfigDrivenDispatcher::reload_config) and
 //!   [`explain_selection`](ConfigDrivenDispatcher::explain_selection).
+//! - [`HotReloadDispatcher`] (HOT_RELOAD, [`create_hot_reload_dispatcher`]): CONFIG whose
+//!   rules file is watched and swapped while calls run, never applying an invalid file;
+//!   [`reload`](HotReloadDispatcher::reload), [`rollback`](HotReloadDispatcher::rollback),
+//!   [`stats`](HotReloadDispatcher::stats), callbacks.
 //!
 //! Every mode runs kernels through one executor: the kernel's circuit breaker is asked
 //! first (a kernel whose circuit is open is skipped), the kernel runs inside
@@ -24,8 +28,8 @@
 //!
 //! This crate does not choose kernels itself (that is `layerzero-select`), keep breaker
 //! state (`layerzero-breaker`), parse rules (`layerzero-config`) or implement kernels
-//! (`layerzero-kernels`). Not yet here: HOT_RELOAD (file watching), the orchestrator with
-//! AUTO and the global `dispatch()`.
+//! (`layerzero-kernels`). Not yet here: the orchestrator with AUTO and the global
+//! `dispatch()`.
 //!
 //! Start from [`ConfigDrivenDispatcher`] (rules decide, fallbacks come from the rules'
 //! `fallback_chains` and `defaults.fallback_policy`), or [`create_dynamic_dispatcher`]

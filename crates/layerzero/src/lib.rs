@@ -13,9 +13,9 @@
 //! | [`selection_engine`] | `layerzero-select` | `SelectionEngine`, its cache, `explain_selection` |
 //! | [`breaker`] | `layerzero-breaker` | a lock-free circuit breaker per kernel |
 //! | [`kernels`] | `layerzero-kernels` | the built-in kernels (CPU) and `register_cpu_kernels` |
-//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG dispatchers, fallbacks, telemetry |
+//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG / HOT_RELOAD dispatchers, fallbacks, telemetry |
 //!
-//! Hot reload and the orchestrator join `dispatch` as they land.
+//! The orchestrator joins `dispatch` as it lands.
 //!
 //! ```
 //! use layerzero::registry::get_global_kernel_registry;

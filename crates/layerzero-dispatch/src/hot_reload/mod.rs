@@ -455,8 +455,8 @@ impl HotReload {
         if IN_CALLBACK.with(Cell::get) {
             return Err(ReloadError::CalledFromCallback);
         }
-        let started = Instant::now();
         let mut store = lock(&self.store);
+        let started = Instant::now();
         self.set_state(ReloadState::Reloading);
         let source = match std::fs::read(&self.path) {
             Ok(source) => source,
@@ -471,8 +471,8 @@ impl HotReload {
         source: &[u8],
         grace_period: Duration,
     ) -> Option<Result<ConfigVersion, ReloadError>> {
-        let started = Instant::now();
         let mut store = lock(&self.store);
+        let started = Instant::now();
         if store.last_seen == Some(ConfigHash::of(source)) {
             return None;
         }
@@ -906,5 +906,93 @@ impl Dispatcher for HotReloadDispatcher {
 
     fn mode(&self) -> DispatchMode {
         DispatchMode::HotReload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerzero_types::{KernelImpl, KernelSpec, NormArgs, OperationType, Platform};
+
+    fn registry(ids: &[&str]) -> Arc<KernelRegistry> {
+        let registry = Arc::new(KernelRegistry::new());
+        for id in ids {
+            let spec = KernelSpec::new(id, Platform::Cpu).unwrap().for_operation(OperationType::NormRms);
+            registry.register_with_impl(spec, KernelImpl::norm(|_: &mut NormArgs<'_>| Ok(()))).unwrap();
+        }
+        registry
+    }
+
+    #[test]
+    fn validation_names_every_unregistered_kernel_with_its_path() {
+        let kernels = registry(&["unit_hot_known"]);
+        let source = "version: \"1.0\"\ndefaults: {fallback_policy: unit_hot_gone}\n\
+            dispatch_rules: [{operation: rms_norm, kernel: unit_hot_known}, {operation: rms_norm, kernel: unit_hot_x}]\n\
+            kernel_locks: {\"attention.*\": unit_hot_y}\nfallback_chains: {rms_norm: [unit_hot_known, unit_hot_z]}\n";
+        let path = Path::new("rules.yaml");
+        let Err(ReloadError::Invalid { errors, .. }) = prepare(path, &kernels, source.as_bytes(), true) else {
+            panic!("validation passed")
+        };
+        let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "defaults.fallback_policy: Kernel is not registered (unit_hot_gone)",
+                "dispatch_rules[1].kernel: Kernel is not registered (unit_hot_x)",
+                "kernel_locks[\"attention.*\"]: Kernel is not registered (unit_hot_y)",
+                "fallback_chains[\"rms_norm\"][1]: Kernel is not registered (unit_hot_z)",
+            ]
+        );
+        // Without validation the same file compiles and could be applied.
+        assert!(prepare(path, &kernels, source.as_bytes(), false).is_ok());
+        // Bytes that are not UTF-8 are a read error, not a schema error.
+        assert!(matches!(prepare(path, &kernels, &[0xff, 0xfe], false), Err(ReloadError::Read { .. })));
+    }
+
+    #[test]
+    fn states_have_the_seed_names() {
+        let names: Vec<&str> = (0..5).map(|n| ReloadState::from_u8(n).as_str()).collect();
+        assert_eq!(names, ["IDLE", "RELOADING", "VALIDATING", "APPLYING", "ROLLING_BACK"]);
+    }
+
+    #[test]
+    fn the_hash_is_fnv1a_of_the_bytes() {
+        // FNV-1a's offset basis is the hash of no bytes.
+        assert_eq!(ConfigHash::of(b"").value(), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(ConfigHash::of(b"a").to_string(), "af63dc4c8601ec8c");
+    }
+
+    /// The number of this process's threads called `layerzero-hot-r…` (Linux truncates
+    /// thread names to 15 bytes).
+    fn watcher_threads() -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("layerzero-hot-r"))
+            .count()
+    }
+
+    #[test]
+    fn stopping_or_dropping_ends_the_watcher_thread() {
+        // The only test of this binary that starts watchers, so the count is its own.
+        let dir = std::env::temp_dir().join(format!("lz-unit-hot-threads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kernels.yaml");
+        std::fs::write(&path, "version: \"1.0\"\n").unwrap();
+        let config = DispatchConfig::builder().config_path(Some(path.display().to_string())).build().unwrap();
+        let dispatcher =
+            HotReloadDispatcher::new(registry(&[]), Arc::new(BackendRegistry::detect()), config, None).unwrap();
+        let before = watcher_threads();
+        dispatcher.watch().unwrap();
+        // Replacing a watcher stops the first.
+        dispatcher.watch().unwrap();
+        assert_eq!(watcher_threads(), before + 1);
+        assert!(dispatcher.stop_watching());
+        assert!(!dispatcher.stop_watching());
+        assert_eq!(watcher_threads(), before);
+        dispatcher.watch().unwrap();
+        drop(dispatcher);
+        assert_eq!(watcher_threads(), before);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -92,9 +92,13 @@ impl Watcher {
     fn join(&mut self) {
         // The thread may have ended already (its inbox then is gone); either way, join it.
         let _ = self.messages.send(Message::Stop);
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
+        let Some(thread) = self.thread.take() else { return };
+        // A callback running on the watcher thread may stop the watcher (or drop the
+        // dispatcher); the thread cannot join itself, and ends once the callback returns.
+        if thread.thread().id() == std::thread::current().id() {
+            return;
+        }
+        if thread.join().is_err() {
             tracing::warn!("the hot-reload watcher thread panicked");
         }
     }
@@ -219,5 +223,33 @@ fn run(shared: &HotReload, inbox: &mpsc::Receiver<Message>, events: Option<Recom
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn only_changes_to_the_file_itself_count() {
+        let name = OsString::from("kernels.yaml");
+        let file = "/etc/lz/kernels.yaml";
+        assert!(touches(&event(EventKind::Create(CreateKind::File), file), &name));
+        assert!(touches(&event(EventKind::Modify(ModifyKind::Any), file), &name));
+        assert!(touches(&event(EventKind::Remove(RemoveKind::File), file), &name));
+        assert!(touches(&event(EventKind::Access(AccessKind::Close(AccessMode::Write)), file), &name));
+        // A rename onto the file names both paths.
+        let rename = event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), "/etc/lz/.kernels.yaml.tmp")
+            .add_path(PathBuf::from(file));
+        assert!(touches(&rename, &name));
+        // Our own reads, and other files of the directory, do not.
+        assert!(!touches(&event(EventKind::Access(AccessKind::Open(AccessMode::Any)), file), &name));
+        assert!(!touches(&event(EventKind::Access(AccessKind::Close(AccessMode::Read)), file), &name));
+        assert!(!touches(&event(EventKind::Modify(ModifyKind::Any), "/etc/lz/.kernels.yaml.tmp"), &name));
     }
 }
