@@ -3,6 +3,10 @@
 //! of 10, 100 and 1000 rules (target ≤ 5 ms), next to its parts measured alone: reading
 //! the file, and `ConfigSchema::load` (parse, check, compile) of the same text.
 //!
+//! Also the price of hot reload on the hot path: a dispatch on a cache hit through a
+//! `HotReloadDispatcher` beside the same call through a `ConfigDrivenDispatcher` (the
+//! difference is the call's epoch marker, one `ArcSwap` load), with a no-op kernel.
+//!
 //! `cargo bench -p layerzero-benches --bench reload`
 
 use std::hint::black_box;
@@ -12,9 +16,12 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use layerzero::config::{ConfigSchema, DispatchConfig};
-use layerzero::dispatch::HotReloadDispatcher;
+use layerzero::dispatch::{ConfigDrivenDispatcher, Dispatcher, HotReloadDispatcher};
 use layerzero::registry::{BackendRegistry, KernelRegistry};
-use layerzero::types::{DType, KernelSpec, OperationType, Platform};
+use layerzero::types::{
+    DType, KernelImpl, KernelSpec, NormArgs, OpArgs, Operation, OperationType, Platform, SelectionContext, Tensor,
+    TensorViewMut,
+};
 
 const KERNELS: usize = 8;
 
@@ -84,9 +91,48 @@ fn bench_reload(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+fn bench_dispatch_hit(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("layerzero-reload-bench-hit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let registry = Arc::new(KernelRegistry::new());
+    let spec = KernelSpec::new("reload_bench_noop", Platform::Cpu).unwrap().for_operation(OperationType::NormRms);
+    registry.register_with_impl(spec, KernelImpl::norm(|_: &mut NormArgs<'_>| Ok(()))).unwrap();
+    let path = dir.join("kernels.yaml");
+    let rules = "version: \"1.0\"\nkernel_locks: {rms_norm: reload_bench_noop}\n";
+    std::fs::write(&path, rules).unwrap();
+    let config = DispatchConfig::builder()
+        .config_path(Some(path.display().to_string()))
+        .enable_telemetry(false)
+        .record_timing(false)
+        .build()
+        .unwrap();
+    let backends = Arc::new(BackendRegistry::detect());
+    let hot = HotReloadDispatcher::new(Arc::clone(&registry), Arc::clone(&backends), config.clone(), None).unwrap();
+    let policy = ConfigSchema.load(rules).unwrap().compiled;
+    let plain = ConfigDrivenDispatcher::new(registry, backends, config, policy, None).unwrap();
+
+    let input = Tensor::zeros(&[1, 8], DType::F32).unwrap();
+    let weight = Tensor::zeros(&[8], DType::F32).unwrap();
+    let mut out = vec![0f32; 8];
+    let context = SelectionContext::builder().build().unwrap();
+    let rms: Operation = OperationType::NormRms.into();
+    let mut group = c.benchmark_group("dispatch_hit");
+    for (name, dispatcher) in [("config", &plain as &dyn Dispatcher), ("hot_reload", &hot as &dyn Dispatcher)] {
+        group.bench_function(name, |b| {
+            let output = TensorViewMut::from_slice(&mut out, &[1, 8]).unwrap();
+            let mut args =
+                OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6 });
+            b.iter(|| black_box(dispatcher.dispatch(rms, &mut args, Some(&context)).unwrap()))
+        });
+    }
+    group.finish();
+    drop(hot);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3));
-    targets = bench_reload
+    targets = bench_reload, bench_dispatch_hit
 }
 criterion_main!(benches);
