@@ -238,6 +238,39 @@ fn each_editor_save_style_is_picked_up_by_the_poll_alone() {
     each_save_style_is_picked_up("hot_saves_poll", false);
 }
 
+/// Kubernetes mounts a ConfigMap as `kernels.yaml -> ..data/kernels.yaml` and updates it
+/// by pointing `..data` at a new directory: no event names `kernels.yaml`. With a poll
+/// of a minute, only events can find the change within the test's wait.
+#[cfg(unix)]
+#[test]
+fn a_kubernetes_style_link_swap_is_picked_up_by_events() {
+    use std::os::unix::fs::symlink;
+    let dir = Scratch::new("hot_k8s");
+    let kernels = kernels("hot_k8s", 2);
+    let first = dir.0.join("..2026_11_23_first");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("kernels.yaml"), valid(kernels.ids[0], 0)).unwrap();
+    symlink("..2026_11_23_first", dir.0.join("..data")).unwrap();
+    symlink("..data/kernels.yaml", dir.file()).unwrap();
+    let dispatcher = dispatcher_over(&kernels, &dir.file());
+    dispatcher.watch_with(WatchOptions { poll_interval: Duration::from_secs(60), ..fast_watch(true) }).unwrap();
+    // Let the watcher take its first look (at start) before the swap, so that only an
+    // event can bring the change in.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let second = dir.0.join("..2026_11_23_second");
+    std::fs::create_dir(&second).unwrap();
+    std::fs::write(second.join("kernels.yaml"), valid(kernels.ids[1], 1)).unwrap();
+    symlink("..2026_11_23_second", dir.0.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+    wait_for(Duration::from_secs(5), "the link swap", || routed(&dispatcher) == Some(kernels.ids[1]));
+    // Kubernetes then deletes the old directory; that changes nothing.
+    std::fs::remove_dir_all(&first).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(dispatcher.current_version().version, 2);
+    assert_eq!(dispatcher.stats().failed_reloads, 0);
+}
+
 #[test]
 fn a_missing_file_keeps_the_config_until_it_comes_back() {
     let dir = Scratch::new("hot_missing");

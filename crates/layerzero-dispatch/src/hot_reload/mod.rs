@@ -785,6 +785,8 @@ impl HotReloadDispatcher {
     ///
     /// Editors save in several ways; each is picked up: written in place (truncate then
     /// write), written to a temporary file then renamed over it, deleted then created. A
+    /// file that is a symbolic link (a Kubernetes ConfigMap mount) is reloaded on any
+    /// change in its directory or its target's. A
     /// missing file is waited for, not an error: the live config stays. A file is read
     /// once events have paused for `options.debounce` and only if its size and
     /// modification time did not change while it was read; a file read mid-write that

@@ -77,7 +77,7 @@ impl Watcher {
             _ => PathBuf::from("."),
         };
         let (messages, inbox) = mpsc::channel();
-        let events = options.use_notify.then(|| listen(&directory, name, messages.clone())).flatten();
+        let events = options.use_notify.then(|| listen(&path, &directory, name, messages.clone())).flatten();
         let thread = std::thread::Builder::new()
             .name("layerzero-hot-reload".into())
             .spawn(move || run(&shared, &inbox, events, options))
@@ -110,13 +110,17 @@ impl Drop for Watcher {
     }
 }
 
-/// Starts `notify` on `directory` (not the file: an editor that renames or deletes the
-/// file would end a watch on the file itself), forwarding events that touch `name`.
-/// `None`, with a warning, where events cannot be had: the poll still runs.
-fn listen(directory: &Path, name: OsString, messages: Sender<Message>) -> Option<RecommendedWatcher> {
+/// Starts `notify` on the file's directory (not the file: an editor that renames or
+/// deletes the file would end a watch on the file itself), forwarding events that touch
+/// `name`. When the file is a symbolic link, every change in its directory is forwarded
+/// (Kubernetes swaps a `..data` link beside it, and no event names the file), and the
+/// directory of the link's target is watched too. `None`, with a warning, where events
+/// cannot be had: the poll still runs.
+fn listen(path: &Path, directory: &Path, name: OsString, messages: Sender<Message>) -> Option<RecommendedWatcher> {
+    let linked = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     let handler = move |event: notify::Result<Event>| {
         let relevant = match event {
-            Ok(event) => touches(&event, &name),
+            Ok(event) => touches(&event, (!linked).then_some(&name)),
             // Events may have been lost (a queue overflow): look at the file.
             Err(_) => true,
         };
@@ -127,23 +131,33 @@ fn listen(directory: &Path, name: OsString, messages: Sender<Message>) -> Option
     };
     let started = notify::recommended_watcher(handler)
         .and_then(|mut watcher| watcher.watch(directory, RecursiveMode::NonRecursive).map(|()| watcher));
-    match started {
-        Ok(watcher) => Some(watcher),
+    let mut watcher = match started {
+        Ok(watcher) => watcher,
         Err(error) => {
             tracing::warn!(directory = %directory.display(), %error, "no file-system events; polling only");
-            None
+            return None;
         }
+    };
+    let target_directory = linked.then(|| std::fs::canonicalize(path).ok()).flatten();
+    if let Some(target) = target_directory.as_deref().and_then(Path::parent)
+        && std::fs::canonicalize(directory).ok().as_deref() != Some(target)
+        && let Err(error) = watcher.watch(target, RecursiveMode::NonRecursive)
+    {
+        tracing::warn!(directory = %target.display(), %error, "no events from the link's target directory");
     }
+    Some(watcher)
 }
 
-/// Whether `event` may have changed the file called `name`: anything but reads (our own
-/// reads are events too), on a path with that name, or a rescan request.
-fn touches(event: &Event, name: &OsString) -> bool {
+/// Whether `event` may have changed the file: anything but reads (our own reads are
+/// events too) on a path called `name` (any path when `name` is `None`), or a rescan
+/// request.
+fn touches(event: &Event, name: Option<&OsString>) -> bool {
     let read_only = matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write));
     if read_only {
         return false;
     }
-    event.need_rescan() || event.paths.iter().any(|path| path.file_name() == Some(name.as_os_str()))
+    let named = |path: &PathBuf| name.is_none_or(|name| path.file_name() == Some(name.as_os_str()));
+    event.need_rescan() || event.paths.iter().any(named)
 }
 
 /// What one look at the file found.
@@ -238,18 +252,25 @@ mod tests {
     #[test]
     fn only_changes_to_the_file_itself_count() {
         let name = OsString::from("kernels.yaml");
+        let name = Some(&name);
         let file = "/etc/lz/kernels.yaml";
-        assert!(touches(&event(EventKind::Create(CreateKind::File), file), &name));
-        assert!(touches(&event(EventKind::Modify(ModifyKind::Any), file), &name));
-        assert!(touches(&event(EventKind::Remove(RemoveKind::File), file), &name));
-        assert!(touches(&event(EventKind::Access(AccessKind::Close(AccessMode::Write)), file), &name));
+        assert!(touches(&event(EventKind::Create(CreateKind::File), file), name));
+        assert!(touches(&event(EventKind::Modify(ModifyKind::Any), file), name));
+        assert!(touches(&event(EventKind::Remove(RemoveKind::File), file), name));
+        assert!(touches(&event(EventKind::Access(AccessKind::Close(AccessMode::Write)), file), name));
         // A rename onto the file names both paths.
         let rename = event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), "/etc/lz/.kernels.yaml.tmp")
             .add_path(PathBuf::from(file));
-        assert!(touches(&rename, &name));
+        assert!(touches(&rename, name));
         // Our own reads, and other files of the directory, do not.
-        assert!(!touches(&event(EventKind::Access(AccessKind::Open(AccessMode::Any)), file), &name));
-        assert!(!touches(&event(EventKind::Access(AccessKind::Close(AccessMode::Read)), file), &name));
-        assert!(!touches(&event(EventKind::Modify(ModifyKind::Any), "/etc/lz/.kernels.yaml.tmp"), &name));
+        assert!(!touches(&event(EventKind::Access(AccessKind::Open(AccessMode::Any)), file), name));
+        assert!(!touches(&event(EventKind::Access(AccessKind::Close(AccessMode::Read)), file), name));
+        assert!(!touches(&event(EventKind::Modify(ModifyKind::Any), "/etc/lz/.kernels.yaml.tmp"), name));
+        // For a linked file, any change in the directory counts (Kubernetes' `..data` swap).
+        let swap = event(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), "/etc/lz/..data_tmp")
+            .add_path(PathBuf::from("/etc/lz/..data"));
+        assert!(touches(&swap, None));
+        assert!(!touches(&swap, name));
+        assert!(!touches(&event(EventKind::Access(AccessKind::Open(AccessMode::Any)), file), None));
     }
 }
