@@ -578,7 +578,9 @@ fn wait_for_calls(previous: Arc<Epoch>, grace_period: Duration) -> bool {
 /// under a *new* version number (its [`ConfigVersion::restored_from`] names the version it
 /// restores, and it carries that version's hash), so that versions keep increasing and no
 /// cached answer keyed by an old version can come back. Up to [`ROLLBACK_DEPTH`] earlier
-/// configs are kept; each rollback steps one further back.
+/// configs are kept; each rollback steps one further back. Seed 001's automatic rollback
+/// "on reload failure" has nothing to do here: a reload that fails applies nothing, so
+/// the state passes through [`ReloadState::RollingBack`] only in `rollback`.
 ///
 /// **Grace period.** `reload(validate, grace_period)` returns once every call that may
 /// have started on the replaced config has finished, or once `grace_period` has passed,
@@ -829,7 +831,9 @@ impl HotReloadDispatcher {
 
     /// Calls `callback` with each config made live by a reload or a rollback, on the
     /// thread that made it live, right after the swap (seed: `on_reload`). Callbacks run
-    /// in registration order; one that panics is caught and logged. A callback must not
+    /// in registration order, while the reload lock is held (so they see versions in
+    /// order; keep them short: the next reload waits); one that panics is caught and
+    /// logged. A callback must not
     /// call [`reload`](Self::reload) or [`rollback`](Self::rollback)
     /// ([`ReloadError::CalledFromCallback`]).
     pub fn on_reload(&self, callback: impl Fn(ConfigVersion) + Send + Sync + 'static) {
