@@ -545,8 +545,8 @@ impl HotReload {
 }
 
 /// Waits until no call holds `previous` (the marker of the config just replaced), at
-/// most `grace_period`. True when none does; with a zero grace period, whether none does
-/// now, and a zero period never counts as a timeout.
+/// most `grace_period`. False only when a non-zero period passed with calls still holding
+/// it (a zero period asks for no wait, so it never times out).
 fn wait_for_calls(previous: Arc<Epoch>, grace_period: Duration) -> bool {
     // `ArcSwap::swap` pays every reader's debt on the old pointer before it returns
     // (arc-swap's `wait_for_readers`), so from here on each call still holding the old
