@@ -144,6 +144,11 @@ pub enum DispatchError {
     /// choice among the other modes, not a dispatcher.
     #[error("AUTO is chosen by the orchestrator; register a dispatcher for STATIC, DYNAMIC, HOT_RELOAD or CONFIG")]
     AutoIsNotADispatcher,
+    /// The HOT_RELOAD dispatcher could not be made (its rules file unreadable or invalid,
+    /// or its watcher not started): the [`ReloadError`](crate::ReloadError)'s text, which
+    /// locates every problem.
+    #[error("hot reload: {0}")]
+    HotReload(String),
     /// The process-wide dispatcher was already set (explicitly, or lazily by a first
     /// `dispatch` / `get_global_dispatcher`); it is never replaced.
     #[error("the global dispatcher is already initialised")]

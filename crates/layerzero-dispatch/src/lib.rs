@@ -17,6 +17,10 @@
 //!   sums the modes. The process-wide one serves the free functions [`dispatch`] and
 //!   [`dispatch_with_mode`]; install it once with [`init_global`] /
 //!   [`init_global_from_env`], or let the first call build it ([`get_global_dispatcher`]).
+//! - [`HotReloadDispatcher`] (HOT_RELOAD, [`create_hot_reload_dispatcher`]): CONFIG whose
+//!   rules file is watched and swapped while calls run, never applying an invalid file;
+//!   [`reload`](HotReloadDispatcher::reload), [`rollback`](HotReloadDispatcher::rollback),
+//!   [`stats`](HotReloadDispatcher::stats), callbacks.
 //!
 //! Every mode runs kernels through one executor: the kernel's circuit breaker is asked
 //! first (a kernel whose circuit is open is skipped), the kernel runs inside
@@ -35,8 +39,7 @@
 //! This crate does not choose kernels itself (that is `layerzero-select`), keep breaker
 //! state (`layerzero-breaker`), parse rules (`layerzero-config`) or implement kernels
 //! (`layerzero-kernels`; it only registers the CPU ones for the lazily made global
-//! dispatcher). Not yet here: HOT_RELOAD's dispatcher (file watching); an orchestrator
-//! takes one through [`DispatchOrchestrator::register_dispatcher`].
+//! dispatcher).
 //!
 //! Start from [`ConfigDrivenDispatcher`] (rules decide, fallbacks come from the rules'
 //! `fallback_chains` and `defaults.fallback_policy`), or [`create_dynamic_dispatcher`]
@@ -101,6 +104,7 @@ mod dynamic;
 mod error;
 mod executor;
 mod global;
+mod hot_reload;
 mod orchestrator;
 mod static_dispatcher;
 mod telemetry;
@@ -112,6 +116,10 @@ pub use dynamic::{
 pub use error::{AttemptError, DispatchError};
 pub use executor::{DeviceSync, breaker_config};
 pub use global::{dispatch, dispatch_with_mode, get_global_dispatcher, init_global, init_global_from_env};
+pub use hot_reload::{
+    ConfigHash, ConfigVersion, HotReloadDispatcher, ROLLBACK_DEPTH, ReloadError, ReloadState, ReloadStats,
+    WatchOptions, create_hot_reload_dispatcher,
+};
 pub use layerzero_config::{DispatchConfig, DispatchMode};
 pub use layerzero_registry::StaticKernelRegistry;
 pub use orchestrator::{DispatchOrchestrator, ModeTelemetry, OrchestratorTelemetry, create_orchestrator};

@@ -547,12 +547,12 @@ impl OrchestratorTelemetry {
 ///   kernel it names must be registered with code, or this fails listing every problem);
 /// - DYNAMIC: [`create_dynamic_dispatcher`] over the registries, always;
 /// - CONFIG: a [`ConfigDrivenDispatcher`] on the rules of `config_path`, when one is set
-///   (an invalid file fails here, with every problem).
+///   (an invalid file fails here, with every problem);
+/// - HOT_RELOAD: a [`HotReloadDispatcher`](crate::HotReloadDispatcher) on `config_path`,
+///   already watching it, when one is set and `config.mode()` is HOT_RELOAD (AUTO then
+///   chooses it; a file that cannot be loaded or watched fails here).
 ///
-/// HOT_RELOAD is not built here: register a hot-reload dispatcher with
-/// [`register_dispatcher`](DispatchOrchestrator::register_dispatcher); until then AUTO's
-/// HOT_RELOAD choice falls back to DYNAMIC. Each dispatcher keeps its own breakers and
-/// telemetry.
+/// Each dispatcher keeps its own breakers and telemetry.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -605,8 +605,14 @@ pub fn create_orchestrator(
     if let Some(path) = config.config_path() {
         let policy = ConfigSchema.load_file(path)?.compiled;
         let config_mode = config.to_builder().mode(DispatchMode::Config).build()?;
-        let dispatcher = ConfigDrivenDispatcher::new(kernels, backends, config_mode, policy, None)?;
+        let dispatcher = ConfigDrivenDispatcher::new(share(&kernels), share(&backends), config_mode, policy, None)?;
         orchestrator.register_dispatcher(DispatchMode::Config, Arc::new(dispatcher))?;
+        if config.mode() == DispatchMode::HotReload {
+            let hot = crate::HotReloadDispatcher::new(kernels, backends, config.clone(), None)
+                .map_err(|e| DispatchError::HotReload(e.to_string()))?;
+            hot.watch().map_err(|e| DispatchError::HotReload(e.to_string()))?;
+            orchestrator.register_dispatcher(DispatchMode::HotReload, Arc::new(hot))?;
+        }
     }
     Ok(orchestrator)
 }

@@ -13,9 +13,7 @@
 //! | [`selection_engine`] | `layerzero-select` | `SelectionEngine`, its cache, `explain_selection` |
 //! | [`breaker`] | `layerzero-breaker` | a lock-free circuit breaker per kernel |
 //! | [`kernels`] | `layerzero-kernels` | the built-in kernels (CPU) and `register_cpu_kernels` |
-//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG dispatchers, the orchestrator (AUTO, mode fallback) and the global `dispatch()`, fallbacks, telemetry |
-//!
-//! Hot reload joins `dispatch` as it lands.
+//! | [`dispatch`] | `layerzero-dispatch` | the `Dispatcher` trait, STATIC / DYNAMIC / CONFIG / HOT_RELOAD dispatchers, the orchestrator (AUTO, mode fallback) and the global `dispatch()`, fallbacks, telemetry |
 //!
 //! The global `dispatch()` works with no setup: the first call builds the process-wide
 //! orchestrator from `LAYERZERO_*` (or the defaults) with the built-in CPU kernels.
