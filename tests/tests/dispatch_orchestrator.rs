@@ -240,25 +240,40 @@ fn auto_chooses_hot_reload_when_the_config_watches_a_file_and_falls_back_while_i
     let config = DispatchConfig::builder()
         .mode(DispatchMode::HotReload)
         .config_path(Some(rules.to_string_lossy().into_owned()))
+        .watch_interval_seconds(0.05)
         .build()
         .unwrap();
+    // create_orchestrator builds a HOT_RELOAD dispatcher that already watches the file.
     let orchestrator = create_orchestrator(config, kernels(), backends()).unwrap();
-    assert_eq!(orchestrator.registered_modes(), [DispatchMode::Dynamic, DispatchMode::Config]);
+    assert_eq!(orchestrator.registered_modes(), [DispatchMode::Dynamic, DispatchMode::HotReload, DispatchMode::Config]);
     assert_eq!(orchestrator.select_mode(RMS), DispatchMode::HotReload);
+    let (kernel, mark, was_fallback) = kernel_and_mark(normalise(&orchestrator, Some(DispatchMode::Auto)));
+    assert_eq!((kernel.as_str(), mark, was_fallback), ("orch_rms_norm_plain", 4.0, false));
 
-    // No HOT_RELOAD dispatcher yet: HOT_RELOAD's chain (DYNAMIC) answers, marked a fallback.
+    // An edit to the file reaches AUTO's calls without a restart.
+    std::fs::write(&rules, "version: \"1.0\"\nkernel_locks:\n  rms_norm: orch_liger_rms_norm\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (kernel, mark, _) = kernel_and_mark(normalise(&orchestrator, Some(DispatchMode::Auto)));
+        if (kernel.as_str(), mark) == ("orch_liger_rms_norm", 3.0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the edit was not picked up in 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Without a HOT_RELOAD dispatcher, HOT_RELOAD's chain (DYNAMIC) answers, marked a fallback.
+    assert!(orchestrator.unregister_dispatcher(DispatchMode::HotReload).is_some());
     let (kernel, mark, was_fallback) = kernel_and_mark(normalise(&orchestrator, Some(DispatchMode::Auto)));
     assert_eq!((kernel.as_str(), mark, was_fallback), ("orch_rms_norm_plain", 4.0, true));
 
-    // Once one is registered, AUTO sends calls to it.
+    // Another registered in its place gets AUTO's calls.
     let hot = Fixed::new(DispatchMode::HotReload, "orch_hot_reload_kernel", false);
     assert!(orchestrator.register_dispatcher(DispatchMode::HotReload, hot.clone()).unwrap().is_none());
     let (result, _) = normalise(&orchestrator, Some(DispatchMode::Auto));
     let result = result.unwrap();
     assert_eq!((result.kernel_id.as_str(), result.was_fallback), ("orch_hot_reload_kernel", false));
     assert_eq!(hot.calls.load(Ordering::Relaxed), 1);
-    assert!(orchestrator.unregister_dispatcher(DispatchMode::HotReload).is_some());
-    assert!(kernel_and_mark(normalise(&orchestrator, Some(DispatchMode::Auto))).2, "back to the fallback");
     let _ = std::fs::remove_file(rules);
 }
 

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use layerzero::config::{ConfigSchema, DispatchConfig, DispatchMode, LoadedConfig};
-use layerzero::dispatch::{Dispatcher, StaticDispatcher, TelemetrySnapshot, create_config_dispatcher};
+use layerzero::dispatch::{
+    DispatchOrchestrator, Dispatcher, HotReloadDispatcher, StaticDispatcher, TelemetrySnapshot,
+    create_config_dispatcher,
+};
 use layerzero::registry::{get_global_backend_registry, get_global_kernel_registry};
 use layerzero::selection_engine::SelectionReason;
 use layerzero::types::{KernelSpec, Operation, OperationType, SelectionContext};
@@ -86,100 +89,118 @@ pub(crate) fn load_rules(path: &std::path::Path) -> Result<LoadedConfig, CliErro
     })
 }
 
-/// The dispatcher every operation of `run` and `bench` goes through, over the process-wide
-/// kernel registry (the CPU kernels are registered at start) and backend registry.
+/// The dispatcher every operation of `run` and `bench` goes through: a
+/// [`DispatchOrchestrator`] over the process-wide kernel registry (the CPU kernels are
+/// registered at start) and backend registry, whose default mode is `--mode` (AUTO when
+/// not given), with a dispatcher for each mode that can serve:
 ///
-/// - STATIC: each operation's registered kernels, highest priority first (the rest are
-///   its fallbacks), with no selection at run time (and so no rules file).
-/// - DYNAMIC: the selection engine, base priorities deciding.
-/// - CONFIG (and HOT_RELOAD, whose file watching comes with the orchestrator): the rules
-///   of `--config` decide.
-/// - AUTO (no `--mode`): CONFIG with `--config`, else DYNAMIC.
-//
-// TODO(orchestrator): when `DispatchOrchestrator` / `create_orchestrator` land in
-// layerzero-dispatch, build the orchestrator here (AUTO, per-call mode override, mode
-// fallback, hot reload) instead of picking one mode's dispatcher; callers only see `Dispatch`.
+/// - STATIC, with `--mode static` only: each operation's registered kernels, highest
+///   priority first (the rest are its fallbacks), with no selection at run time (and so
+///   no rules file; registered in other modes it would be AUTO's last fallback and run
+///   kernels a rules file excludes);
+/// - DYNAMIC: the selection engine, with the rules of `--config` when given, else base
+///   priorities;
+/// - CONFIG, with `--config`: the rules decide;
+/// - HOT_RELOAD, with `--config` and `--mode hot_reload`: CONFIG whose file is watched.
+///
+/// AUTO is the orchestrator's choice per operation (seed 001): HOT_RELOAD when asked to
+/// watch, else DYNAMIC; a mode that fails falls back along the seed's chain.
 pub(crate) fn build_dispatcher(options: &DispatchOptions) -> Result<Dispatch, CliError> {
     let kernels = get_global_kernel_registry();
     let backends = get_global_backend_registry();
-    let (mode, mode_note) = match (options.mode, &options.config) {
-        (None | Some(DispatchMode::Auto), Some(_)) => (DispatchMode::Config, "auto: a rules file was given"),
-        (None | Some(DispatchMode::Auto), None) => (DispatchMode::Dynamic, "auto: no rules file"),
-        (Some(DispatchMode::HotReload), _) => {
-            (DispatchMode::Config, "hot_reload: the file is read once (watching comes with the orchestrator)")
-        }
-        (Some(mode), _) => (mode, "asked for"),
-    };
+    let requested = options.mode.unwrap_or(DispatchMode::Auto);
     let dispatch_error =
         |e: layerzero::dispatch::DispatchError| CliError::usage(format!("building the dispatcher: {e}"));
-    match mode {
-        DispatchMode::Static => {
-            if options.config.is_some() {
-                return Err(CliError::usage("--mode static takes no --config: a static map has no rules"));
-            }
-            let mut builder = StaticDispatcher::builder();
-            let snapshot = kernels.snapshot();
-            for operation in OperationType::ALL {
-                let mut specs = snapshot.by_operation(operation.into()).to_vec();
-                // Highest priority first: the default, then its fallbacks.
-                specs.sort_by_key(|spec| std::cmp::Reverse(spec.priority));
-                for (i, spec) in specs.iter().enumerate() {
-                    if let Some(code) = snapshot.implementation(spec.id) {
-                        builder = builder.with_kernel(KernelSpec::clone(spec), code.clone(), operation, i == 0);
-                    }
-                }
-            }
-            let dispatcher = Arc::new(builder.build().map_err(dispatch_error)?);
-            let for_telemetry = Arc::clone(&dispatcher);
-            Ok(Dispatch {
-                dispatcher,
-                mode,
-                mode_note: mode_note.to_owned(),
-                reason: Box::new(|_, _| Some(Why::Static)),
-                telemetry: Box::new(move || for_telemetry.telemetry()),
-            })
+    match (requested, &options.config) {
+        (DispatchMode::Static, Some(_)) => {
+            return Err(CliError::usage("--mode static takes no --config: a static map has no rules"));
         }
-        DispatchMode::Config | DispatchMode::HotReload => {
-            let Some(path) = &options.config else {
-                return Err(CliError::usage(format!("--mode {} needs --config FILE", mode.as_str().to_lowercase())));
-            };
-            // Loaded here first so that a broken file is reported with every error located.
-            load_rules(path)?;
-            let defaults = DispatchConfig::default();
-            let dispatcher = Arc::new(
-                create_config_dispatcher(path, kernels, defaults.cache_size(), defaults.cache_ttl_seconds())
-                    .map_err(dispatch_error)?,
-            );
-            let (for_reason, for_telemetry) = (Arc::clone(&dispatcher), Arc::clone(&dispatcher));
-            Ok(Dispatch {
-                dispatcher,
-                mode,
-                mode_note: mode_note.to_owned(),
-                reason: Box::new(move |op, ctx| reason(for_reason.selection_engine(), op, ctx)),
-                telemetry: Box::new(move || for_telemetry.telemetry()),
-            })
+        (DispatchMode::Config | DispatchMode::HotReload, None) => {
+            return Err(CliError::usage(format!("--mode {} needs --config FILE", requested.as_str().to_lowercase())));
         }
-        DispatchMode::Dynamic | DispatchMode::Auto => {
-            let mut config = DispatchConfig::builder().mode(DispatchMode::Dynamic);
-            if let Some(path) = &options.config {
-                load_rules(path)?;
-                config = config.config_path(Some(path.display().to_string()));
-            }
-            let config = config.build().map_err(CliError::usage)?;
-            let dispatcher = Arc::new(
-                layerzero::dispatch::create_dynamic_dispatcher(kernels, backends, config, true)
-                    .map_err(dispatch_error)?,
-            );
-            let (for_reason, for_telemetry) = (Arc::clone(&dispatcher), Arc::clone(&dispatcher));
-            Ok(Dispatch {
-                dispatcher,
-                mode: DispatchMode::Dynamic,
-                mode_note: mode_note.to_owned(),
-                reason: Box::new(move |op, ctx| reason(for_reason.selection_engine(), op, ctx)),
-                telemetry: Box::new(move || for_telemetry.telemetry()),
-            })
+        _ => {}
+    }
+    if let Some(path) = &options.config {
+        // Loaded here first so that a broken file is reported with every error located.
+        load_rules(path)?;
+    }
+    let config = DispatchConfig::builder()
+        .mode(requested)
+        .config_path(options.config.as_ref().map(|path| path.display().to_string()))
+        .build()
+        .map_err(CliError::usage)?;
+    let orchestrator = Arc::new(DispatchOrchestrator::new(&config, requested).map_err(dispatch_error)?);
+
+    // STATIC only when asked for: it has no rules, so as a fallback mode it would run
+    // kernels a rules file excludes (explicit policy fails closed).
+    if requested == DispatchMode::Static {
+        orchestrator
+            .register_dispatcher(DispatchMode::Static, Arc::new(static_dispatcher()?))
+            .map_err(dispatch_error)?;
+    }
+    let dynamic = Arc::new(
+        layerzero::dispatch::create_dynamic_dispatcher(kernels, backends, config.clone(), true)
+            .map_err(dispatch_error)?,
+    );
+    orchestrator.register_dispatcher(DispatchMode::Dynamic, dynamic.clone()).map_err(dispatch_error)?;
+    let mut config_driven = None;
+    let mut hot_reload = None;
+    if let Some(path) = &options.config {
+        let defaults = DispatchConfig::default();
+        let dispatcher = Arc::new(
+            create_config_dispatcher(path, kernels, defaults.cache_size(), defaults.cache_ttl_seconds())
+                .map_err(dispatch_error)?,
+        );
+        orchestrator.register_dispatcher(DispatchMode::Config, dispatcher.clone()).map_err(dispatch_error)?;
+        config_driven = Some(dispatcher);
+        if requested == DispatchMode::HotReload {
+            let dispatcher = HotReloadDispatcher::new(kernels, backends, config.clone(), None)
+                .map_err(|e| CliError::invalid(e.to_string()))?;
+            dispatcher.watch().map_err(|e| CliError::usage(format!("watching {}: {e}", path.display())))?;
+            let dispatcher = Arc::new(dispatcher);
+            orchestrator.register_dispatcher(DispatchMode::HotReload, dispatcher.clone()).map_err(dispatch_error)?;
+            hot_reload = Some(dispatcher);
         }
     }
+
+    // The mode calls land in (AUTO resolves the same way for every operation here: no
+    // operation is in a static map).
+    let mode = orchestrator.select_mode(OperationType::NormRms.into());
+    let mode_note = match options.mode {
+        None | Some(DispatchMode::Auto) => format!("auto, through the orchestrator: {}", mode.as_str().to_lowercase()),
+        Some(_) => "asked for, through the orchestrator".to_owned(),
+    };
+    let for_reason = Arc::clone(&orchestrator);
+    let for_telemetry = Arc::clone(&orchestrator);
+    Ok(Dispatch {
+        dispatcher: orchestrator,
+        mode,
+        mode_note,
+        reason: Box::new(move |op, ctx| match for_reason.select_mode(op) {
+            DispatchMode::Static => Some(Why::Static),
+            DispatchMode::Config => config_driven.as_ref().and_then(|d| reason(d.selection_engine(), op, ctx)),
+            DispatchMode::HotReload => hot_reload.as_ref().and_then(|d| reason(d.selection_engine(), op, ctx)),
+            DispatchMode::Dynamic | DispatchMode::Auto => reason(dynamic.selection_engine(), op, ctx),
+        }),
+        telemetry: Box::new(move || for_telemetry.get_telemetry().total),
+    })
+}
+
+/// STATIC for the CLI: every operation's registered kernels with code, highest priority
+/// first (the default, then its fallbacks).
+fn static_dispatcher() -> Result<StaticDispatcher, CliError> {
+    let snapshot = get_global_kernel_registry().snapshot();
+    let mut builder = StaticDispatcher::builder();
+    for operation in OperationType::ALL {
+        let mut specs = snapshot.by_operation(operation.into()).to_vec();
+        specs.sort_by_key(|spec| std::cmp::Reverse(spec.priority));
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(code) = snapshot.implementation(spec.id) {
+                builder = builder.with_kernel(KernelSpec::clone(spec), code.clone(), operation, i == 0);
+            }
+        }
+    }
+    builder.build().map_err(|e| CliError::usage(format!("building the static dispatcher: {e}")))
 }
 
 fn reason(engine: &layerzero::selection_engine::SelectionEngine, op: Operation, ctx: &SelectionContext) -> Option<Why> {

@@ -331,7 +331,8 @@ fn run_with_the_cpu_rules_says_which_rule_chose_each_attention_kernel() {
         .assert()
         .success();
     let report: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
-    assert_eq!(report["mode"], "config");
+    // AUTO through the orchestrator lands in DYNAMIC, whose engine has the file's rules.
+    assert_eq!(report["mode"], "dynamic");
     let row = |phase: &str| {
         report["operations"]
             .as_array()
@@ -357,7 +358,9 @@ fn run_fails_with_exit_1_when_the_rules_leave_no_kernel() {
         .arg(&config)
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("prefill input_layernorm (layer 0, rms_norm): no kernel can run rms_norm"));
+        .stderr(predicate::str::contains("prefill input_layernorm (layer 0, rms_norm): every mode failed"))
+        .stderr(predicate::str::contains("DYNAMIC: no kernel can run rms_norm in this context"))
+        .stderr(predicate::str::contains("CONFIG: no kernel can run rms_norm in this context"));
 }
 
 #[test]
@@ -409,4 +412,25 @@ fn run_refuses_modes_that_do_not_fit_the_options() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--mode static takes no --config"));
+}
+
+#[test]
+fn run_in_hot_reload_mode_watches_the_rules_and_uses_them() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/kernels.cpu.yaml");
+    let assert = layerzero()
+        .args(["run", "--hidden", "32", "--heads", "4", "--kv-heads", "2", "--layers", "1", "--seq", "70"])
+        .args(["--decode-steps", "1", "--json", "--mode", "hot_reload", "--config"])
+        .arg(&config)
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(report["mode"], "hot_reload");
+    let prefill = report["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["phase"] == "prefill" && o["stage"] == "attention")
+        .unwrap()
+        .clone();
+    assert_eq!(prefill["why"], serde_json::json!(["rule (dispatch_rules[1])"]));
 }
