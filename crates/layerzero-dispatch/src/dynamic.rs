@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arc_swap::{ArcSwap, Guard};
 use layerzero_breaker::{CircuitBreakerRegistry, Clock};
@@ -119,7 +118,7 @@ impl EngineDispatch {
         if let Err(e) = check_args(operation, args) {
             return self.executor.fail_unselected(e);
         }
-        let start: Option<Instant> = self.executor.now();
+        let start = self.executor.now();
         let derived;
         let context = match context {
             Some(context) => context,
