@@ -83,6 +83,17 @@ impl CircuitBreakerRegistry {
         })
     }
 
+    /// An empty registry with this one's default config and clock: one per device, say,
+    /// so that a kernel failing on one device leaves its breakers on the others closed.
+    pub fn new_like(&self) -> CircuitBreakerRegistry {
+        CircuitBreakerRegistry {
+            default_config: self.default_config,
+            default_settings: self.default_settings,
+            clock: Arc::clone(&self.clock),
+            segments: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
     /// The config breakers get from [`get_circuit`](Self::get_circuit).
     pub fn default_config(&self) -> &CircuitBreakerConfig {
         &self.default_config

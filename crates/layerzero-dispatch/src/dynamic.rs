@@ -9,9 +9,9 @@ use layerzero_breaker::{CircuitBreakerRegistry, Clock};
 use layerzero_config::{CompiledConfig, ConfigSchema, DispatchConfig, DispatchMode};
 use layerzero_registry::{BackendRegistry, KernelRegistry, get_global_backend_registry};
 use layerzero_select::{Explanation, Selection, SelectionEngine, Shared};
-use layerzero_types::{DispatchResult, KernelError, KernelId, OpArgs, Operation, SelectionContext};
+use layerzero_types::{Device, DispatchResult, KernelError, KernelId, OpArgs, Operation, SelectionContext};
 
-use crate::executor::{DeviceSync, Executor, check_args};
+use crate::executor::{DeviceSync, Executor, call_device, check_args};
 use crate::telemetry::TelemetrySnapshot;
 use crate::transform::KernelEntry;
 use crate::{DispatchError, Dispatcher};
@@ -145,7 +145,8 @@ impl EngineDispatch {
         let selected = self.executor.now();
         let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());
         let table = self.table(chain.clone());
-        self.executor.run(operation, chain.map(|kernel| (kernel, table.get(kernel))), args, start, selected)
+        let device = call_device(Some(context), args);
+        self.executor.run(operation, chain.map(|kernel| (kernel, table.get(kernel))), args, device, start, selected)
     }
 }
 
@@ -214,7 +215,9 @@ impl PreparedCall<'_> {
         }
         let start = inner.executor.now();
         let chain = std::iter::once(self.selection.kernel).chain(self.selection.fallbacks().iter().copied());
-        inner.executor.run(self.operation, chain.map(|kernel| (kernel, self.table.get(kernel))), args, start, start)
+        let device = call_device(Some(&self.context), args);
+        let chain = chain.map(|kernel| (kernel, self.table.get(kernel)));
+        inner.executor.run(self.operation, chain, args, device, start, start)
     }
 
     /// The kernel the selection chose (fallbacks follow it when it fails).
@@ -270,10 +273,16 @@ macro_rules! engine_dispatcher {
                 &self.inner.engine
             }
 
-            /// The circuit breakers, when the config enables them (seed:
+            /// The host's circuit breakers, when the config enables them (seed:
             /// `dispatcher.circuit_breaker`).
             pub fn circuit_breakers(&self) -> Option<&CircuitBreakerRegistry> {
-                self.inner.executor.breakers()
+                self.inner.executor.breakers(Device::Cpu)
+            }
+
+            /// The circuit breakers of kernels on `device`: one set per device, so a
+            /// kernel failing on one GPU stays closed on the others.
+            pub fn circuit_breakers_on(&self, device: Device) -> Option<&CircuitBreakerRegistry> {
+                self.inner.executor.breakers(device)
             }
 
             /// The telemetry so far.

@@ -16,7 +16,7 @@ use layerzero_breaker::{CallPermit, CircuitBreakerConfig, CircuitBreakerRegistry
 use layerzero_config::DispatchConfig;
 use layerzero_select::CacheOutcome;
 use layerzero_types::{
-    ArgsKind, DispatchResult, DispatchTiming, KernelError, KernelId, KernelResult, OpArgs, Operation,
+    ArgsKind, Device, DispatchResult, DispatchTiming, KernelError, KernelId, KernelResult, OpArgs, Operation,
 };
 
 use crate::telemetry::{AttemptOutcome, Telemetry};
@@ -48,8 +48,37 @@ pub(crate) struct Executor {
     enable_transforms: bool,
     sync_after_execution: bool,
     device_sync: OnceLock<Arc<dyn DeviceSync>>,
-    breakers: Option<CircuitBreakerRegistry>,
+    breakers: Option<DeviceBreakers>,
     telemetry: Telemetry,
+}
+
+/// The most CUDA devices with breakers of their own; `cuda:N` for N past this shares the
+/// last device's breakers.
+pub const MAX_CUDA_DEVICES: usize = 64;
+
+/// Circuit breakers per (kernel, device): the host's, and each GPU's, made on first use.
+/// A kernel that fails on one card opens its breaker there only.
+pub(crate) struct DeviceBreakers {
+    host: CircuitBreakerRegistry,
+    cuda: [OnceLock<CircuitBreakerRegistry>; MAX_CUDA_DEVICES],
+}
+
+impl DeviceBreakers {
+    fn new(host: CircuitBreakerRegistry) -> DeviceBreakers {
+        DeviceBreakers { host, cuda: std::array::from_fn(|_| OnceLock::new()) }
+    }
+
+    /// The breakers of `device`, made on first use (one atomic load after that).
+    #[inline]
+    pub(crate) fn of(&self, device: Device) -> &CircuitBreakerRegistry {
+        match device {
+            Device::Cpu => &self.host,
+            Device::Cuda(ordinal) => {
+                let slot = usize::from(ordinal).min(MAX_CUDA_DEVICES - 1);
+                self.cuda[slot].get_or_init(|| self.host.new_like())
+            }
+        }
+    }
 }
 
 /// The breaker settings a [`DispatchConfig`] implies: its `failure_threshold`, and its
@@ -71,10 +100,10 @@ impl Executor {
         let _ = Instant::now();
         let breakers = if config.circuit_breaker_enabled() {
             let breaker_config = breaker_config(config);
-            Some(match clock {
+            Some(DeviceBreakers::new(match clock {
                 Some(clock) => CircuitBreakerRegistry::with_clock(breaker_config, clock)?,
                 None => CircuitBreakerRegistry::new(breaker_config)?,
-            })
+            }))
         } else {
             None
         };
@@ -101,8 +130,9 @@ impl Executor {
         })
     }
 
-    pub(crate) fn breakers(&self) -> Option<&CircuitBreakerRegistry> {
-        self.breakers.as_ref()
+    /// The breakers of `device`'s kernels (the host's for [`Device::Cpu`]).
+    pub(crate) fn breakers(&self, device: Device) -> Option<&CircuitBreakerRegistry> {
+        self.breakers.as_ref().map(|breakers| breakers.of(device))
     }
 
     pub(crate) fn telemetry(&self) -> &Telemetry {
@@ -171,10 +201,11 @@ impl Executor {
         operation: Operation,
         chain: impl Iterator<Item = (KernelId, Option<&'k KernelEntry>)>,
         args: &mut OpArgs<'_>,
+        device: Device,
         start: Option<Instant>,
         selected: Option<Instant>,
     ) -> Result<DispatchResult<()>, DispatchError> {
-        match self.run_chain(operation, chain, args) {
+        match self.run_chain(operation, chain, args, device) {
             Ok((kernel_id, was_fallback)) => {
                 let timing = match (start, selected) {
                     (Some(start), Some(selected)) => {
@@ -189,11 +220,16 @@ impl Executor {
                 };
                 if self.telemetry_enabled {
                     let latency = self.record_timing.then_some((timing.selection_ns, timing.total_ns));
-                    self.telemetry.record_success(kernel_id, was_fallback, latency);
+                    self.telemetry.record_success(kernel_id, was_fallback, latency, device);
                 }
                 Ok(DispatchResult { output: (), kernel_id, timing, was_fallback })
             }
-            Err(error) => self.fail(error),
+            Err(error) => {
+                if self.telemetry_enabled {
+                    self.telemetry.record_device_error(device);
+                }
+                self.fail(error)
+            }
         }
     }
 
@@ -203,6 +239,7 @@ impl Executor {
         operation: Operation,
         chain: impl Iterator<Item = (KernelId, Option<&'k KernelEntry>)>,
         args: &mut OpArgs<'_>,
+        device: Device,
     ) -> Result<(KernelId, bool), DispatchError> {
         let max_runs = if self.enable_fallback { self.max_fallback_attempts.saturating_add(1) } else { 1 };
         // `Vec::new` does not allocate: the success path never touches the heap.
@@ -235,7 +272,7 @@ impl Executor {
                     attempts,
                 });
             }
-            let permit = match self.acquire(kernel) {
+            let permit = match self.acquire(kernel, device) {
                 Ok(permit) => permit,
                 Err(()) => {
                     if self.telemetry_enabled {
@@ -329,10 +366,10 @@ impl Executor {
 
     /// `Ok(None)` when breakers are off, `Ok(Some(permit))` when admitted, `Err` when refused.
     #[inline]
-    fn acquire(&self, kernel: KernelId) -> Result<Option<CallPermit<'_>>, ()> {
+    fn acquire(&self, kernel: KernelId, device: Device) -> Result<Option<CallPermit<'_>>, ()> {
         match &self.breakers {
             None => Ok(None),
-            Some(breakers) => breakers.get_circuit(kernel).try_acquire().map(Some).map_err(drop),
+            Some(breakers) => breakers.of(device).get_circuit(kernel).try_acquire().map(Some).map_err(drop),
         }
     }
 
@@ -340,6 +377,22 @@ impl Executor {
         if self.log_fallbacks {
             tracing::warn!(%operation, kernel = %kernel, %error, "kernel gave no output; trying the next in the chain");
         }
+    }
+}
+
+/// The device a call runs on: its context's when it names one, else its output's (the
+/// tensor a kernel writes, so the one it must run beside).
+#[inline]
+pub(crate) fn call_device(context: Option<&layerzero_types::SelectionContext>, args: &OpArgs<'_>) -> Device {
+    if let Some(device) = context.and_then(|c| c.device) {
+        return device;
+    }
+    match args {
+        OpArgs::Attention(a) => a.output.device(),
+        OpArgs::Norm(a) => a.output.device(),
+        OpArgs::Rope(a) => a.x.device(),
+        OpArgs::Swiglu(a) => a.output.device(),
+        OpArgs::Matmul(a) => a.output.device(),
     }
 }
 

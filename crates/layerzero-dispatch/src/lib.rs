@@ -114,7 +114,7 @@ pub use dynamic::{
     ConfigDrivenDispatcher, DynamicDispatcher, PreparedCall, create_config_dispatcher, create_dynamic_dispatcher,
 };
 pub use error::{AttemptError, DispatchError};
-pub use executor::{DeviceSync, breaker_config};
+pub use executor::{DeviceSync, MAX_CUDA_DEVICES, breaker_config};
 pub use global::{dispatch, dispatch_with_mode, get_global_dispatcher, init_global, init_global_from_env};
 pub use hot_reload::{
     ConfigHash, ConfigVersion, HotReloadDispatcher, ROLLBACK_DEPTH, ReloadError, ReloadState, ReloadStats,
@@ -125,7 +125,8 @@ pub use layerzero_registry::StaticKernelRegistry;
 pub use orchestrator::{DispatchOrchestrator, ModeTelemetry, OrchestratorTelemetry, create_orchestrator};
 pub use static_dispatcher::{StaticDispatcher, StaticDispatcherBuilder};
 pub use telemetry::{
-    KernelTelemetry, LatencyHistogram, LatencySummary, SHARDS, TRACKED_KERNELS, Telemetry, TelemetrySnapshot,
+    DeviceTelemetry, KernelTelemetry, LatencyHistogram, LatencySummary, SHARDS, TRACKED_KERNELS, Telemetry,
+    TelemetrySnapshot,
 };
 
 use layerzero_types::{DispatchResult, KernelId, OpArgs, Operation, SelectionContext};

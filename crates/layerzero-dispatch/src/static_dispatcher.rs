@@ -11,7 +11,7 @@ use layerzero_types::{
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
-use crate::executor::{DeviceSync, Executor, check_args};
+use crate::executor::{DeviceSync, Executor, call_device, check_args};
 use crate::telemetry::TelemetrySnapshot;
 use crate::transform::KernelEntry;
 use crate::{DispatchError, Dispatcher};
@@ -159,9 +159,15 @@ impl StaticDispatcher {
         self.route(operation).into_iter().flat_map(|route| route.chain.iter().map(|(id, _)| *id))
     }
 
-    /// The circuit breakers, when the config enables them.
+    /// The host's circuit breakers, when the config enables them.
     pub fn circuit_breakers(&self) -> Option<&CircuitBreakerRegistry> {
-        self.executor.breakers()
+        self.executor.breakers(layerzero_types::Device::Cpu)
+    }
+
+    /// The circuit breakers of kernels on `device`: one set per device, so a kernel failing
+    /// on one GPU stays closed on the others.
+    pub fn circuit_breakers_on(&self, device: layerzero_types::Device) -> Option<&CircuitBreakerRegistry> {
+        self.executor.breakers(device)
     }
 
     /// The telemetry so far.
@@ -183,7 +189,7 @@ impl Dispatcher for StaticDispatcher {
         &self,
         operation: Operation,
         args: &mut OpArgs<'_>,
-        _context: Option<&SelectionContext>,
+        context: Option<&SelectionContext>,
     ) -> Result<DispatchResult<()>, DispatchError> {
         if let Err(e) = check_args(operation, args) {
             return self.executor.fail(e);
@@ -192,7 +198,9 @@ impl Dispatcher for StaticDispatcher {
             return self.executor.fail(DispatchError::NoKernel { operation });
         };
         let start = self.executor.now();
-        self.executor.run(operation, route.chain.iter().map(|(id, entry)| (*id, Some(entry))), args, start, start)
+        let device = call_device(context, args);
+        let chain = route.chain.iter().map(|(id, entry)| (*id, Some(entry)));
+        self.executor.run(operation, chain, args, device, start, start)
     }
 
     fn kernel_for(&self, operation: Operation, _context: &SelectionContext) -> Result<KernelId, DispatchError> {

@@ -10,7 +10,9 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use layerzero_types::KernelId;
+use layerzero_types::{Device, KernelId};
+
+use crate::executor::MAX_CUDA_DEVICES;
 use serde::{Deserialize, Serialize};
 
 /// Number of shards counters and histograms are split over.
@@ -74,6 +76,9 @@ struct Shard {
     unselected: AtomicU64,
     selection: Histogram,
     total: Histogram,
+    // Successes on each CUDA device (`cuda:N` at N, the last slot shared past it); the
+    // host's are the rest, so a CPU dispatch adds no counter for its device.
+    cuda_successes: Box<[AtomicU64]>,
 }
 
 impl Shard {
@@ -87,7 +92,17 @@ impl Shard {
             unselected: AtomicU64::new(0),
             selection: Histogram::new(),
             total: Histogram::new(),
+            cuda_successes: (0..MAX_CUDA_DEVICES).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+}
+
+/// A device's slot in the per-device counters: 0 the host, 1 + N `cuda:N` (the last
+/// slot shared by ordinals past [`MAX_CUDA_DEVICES`] − 1).
+fn device_slot(device: Device) -> usize {
+    match device {
+        Device::Cpu => 0,
+        Device::Cuda(ordinal) => 1 + usize::from(ordinal).min(MAX_CUDA_DEVICES - 1),
     }
 }
 
@@ -97,6 +112,8 @@ struct FailureCounters {
     panics: Box<[AtomicU64]>,
     circuit_skips: Box<[AtomicU64]>,
     untracked_failures: AtomicU64,
+    // Dispatches that ended in an error after reaching the executor, by device slot.
+    device_errors: Box<[AtomicU64]>,
 }
 
 static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
@@ -164,6 +181,7 @@ impl Telemetry {
                 panics: counters(),
                 circuit_skips: counters(),
                 untracked_failures: AtomicU64::new(0),
+                device_errors: (0..=MAX_CUDA_DEVICES).map(|_| AtomicU64::new(0)).collect(),
             },
             names: (0..TRACKED_KERNELS).map(|_| OnceLock::new()).collect(),
             tracks_cache: AtomicBool::new(false),
@@ -202,11 +220,23 @@ impl Telemetry {
         self.shards.get(shard_index()).unwrap_or(&self.shards[0])
     }
 
-    /// A dispatch that `kernel` answered. Budget: one relaxed `fetch_add` on this thread's
-    /// shard (two when it was a fallback), plus one per latency given.
+    /// A dispatch that `kernel` answered on `device`. Budget: one relaxed `fetch_add` on
+    /// this thread's shard (one more for a fallback, one more on a GPU), plus one per
+    /// latency given.
     #[inline]
-    pub(crate) fn record_success(&self, kernel: KernelId, was_fallback: bool, latency: Option<(u64, u64)>) {
+    pub(crate) fn record_success(
+        &self,
+        kernel: KernelId,
+        was_fallback: bool,
+        latency: Option<(u64, u64)>,
+        device: Device,
+    ) {
         let shard = self.shard();
+        if let Device::Cuda(_) = device
+            && let Some(counter) = shard.cuda_successes.get(device_slot(device) - 1)
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         match shard.successes.get(kernel.index() as usize) {
             Some(counter) => counter.fetch_add(1, Ordering::Relaxed),
             None => shard.untracked_successes.fetch_add(1, Ordering::Relaxed),
@@ -223,6 +253,14 @@ impl Telemetry {
     /// A dispatch that ended in an error.
     pub(crate) fn record_error(&self) {
         self.shard().errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dispatch on `device` that ended in an error in the executor (failure path only;
+    /// [`record_error`](Self::record_error) counts it too).
+    pub(crate) fn record_device_error(&self, device: Device) {
+        if let Some(counter) = self.failures.device_errors.get(device_slot(device)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// One kernel attempt that gave no output (failure path only).
@@ -251,7 +289,11 @@ impl Telemetry {
         let mut unselected = 0;
         let mut selection = vec![0u64; BUCKETS];
         let mut total = vec![0u64; BUCKETS];
+        let mut cuda_successes = vec![0u64; MAX_CUDA_DEVICES];
         for shard in self.shards.iter() {
+            for (sum, counter) in cuda_successes.iter_mut().zip(shard.cuda_successes.iter()) {
+                *sum += counter.load(Ordering::Relaxed);
+            }
             for (sum, counter) in successes.iter_mut().zip(shard.successes.iter()) {
                 *sum += counter.load(Ordering::Relaxed);
             }
@@ -309,8 +351,39 @@ impl Telemetry {
             total_latency: LatencySummary::from_buckets(&total),
             selection_histogram: LatencyHistogram::from_dense(&selection),
             total_histogram: LatencyHistogram::from_dense(&total),
+            devices: self.devices(success_count, &cuda_successes),
         }
     }
+
+    /// Per-device counts: each GPU's successes as counted, the host's the rest.
+    fn devices(&self, success_count: u64, cuda_successes: &[u64]) -> Vec<DeviceTelemetry> {
+        let errors = |slot: usize| self.failures.device_errors.get(slot).map_or(0, |c| c.load(Ordering::Relaxed));
+        let on_gpus: u64 = cuda_successes.iter().sum();
+        let mut devices = Vec::new();
+        let host = (success_count.saturating_sub(on_gpus), errors(0));
+        if host != (0, 0) {
+            devices.push(DeviceTelemetry { device: Device::Cpu.to_string(), successes: host.0, errors: host.1 });
+        }
+        for (ordinal, &successes) in cuda_successes.iter().enumerate() {
+            let errors = errors(ordinal + 1);
+            if successes + errors > 0 {
+                let device = Device::Cuda(u16::try_from(ordinal).unwrap_or(u16::MAX));
+                devices.push(DeviceTelemetry { device: device.to_string(), successes, errors });
+            }
+        }
+        devices
+    }
+}
+
+/// One device's counts in a [`TelemetrySnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceTelemetry {
+    /// `cpu` or `cuda:N` (the last CUDA slot, `cuda:63`, also counts ordinals past it).
+    pub device: String,
+    /// Dispatches answered on it.
+    pub successes: u64,
+    /// Dispatches on it that ended in an error after a kernel was chosen.
+    pub errors: u64,
 }
 
 /// A latency histogram in sparse form: `(bucket, count)` for every bucket that holds a
@@ -472,6 +545,10 @@ pub struct TelemetrySnapshot {
     /// The histogram `total_latency` summarises.
     #[serde(default)]
     pub total_histogram: LatencyHistogram,
+    /// Counts per device (the device of the call's context, or of its tensors), devices
+    /// with none left out.
+    #[serde(default)]
+    pub devices: Vec<DeviceTelemetry>,
 }
 
 impl TelemetrySnapshot {
@@ -505,6 +582,15 @@ impl TelemetrySnapshot {
         self.kernels.sort_by(|a, b| a.kernel.cmp(&b.kernel));
         self.untracked_kernel_successes += other.untracked_kernel_successes;
         self.untracked_kernel_failures += other.untracked_kernel_failures;
+        for device in &other.devices {
+            match self.devices.iter_mut().find(|d| d.device == device.device) {
+                Some(mine) => {
+                    mine.successes += device.successes;
+                    mine.errors += device.errors;
+                }
+                None => self.devices.push(device.clone()),
+            }
+        }
         self.selection_histogram.merge(&other.selection_histogram);
         self.total_histogram.merge(&other.total_histogram);
         self.selection_latency = self.selection_histogram.summary();
@@ -546,7 +632,7 @@ mod tests {
         let a = KernelId::new("telemetry_unit_a").unwrap();
         telemetry.register_kernel(a);
         for i in 1..=100u64 {
-            telemetry.record_success(a, i % 10 == 0, Some((i, i * 10)));
+            telemetry.record_success(a, i % 10 == 0, Some((i, i * 10)), Device::Cpu);
         }
         telemetry.record_error();
         telemetry.record_attempt_failure(a, AttemptOutcome::Panicked);

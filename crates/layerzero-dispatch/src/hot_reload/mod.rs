@@ -877,6 +877,11 @@ impl HotReloadDispatcher {
         self.shared.dispatcher.circuit_breakers()
     }
 
+    /// The circuit breakers of kernels on `device` (one set per device).
+    pub fn circuit_breakers_on(&self, device: layerzero_types::Device) -> Option<&CircuitBreakerRegistry> {
+        self.shared.dispatcher.circuit_breakers_on(device)
+    }
+
     /// The telemetry so far.
     pub fn telemetry(&self) -> TelemetrySnapshot {
         self.shared.dispatcher.telemetry()
