@@ -60,12 +60,13 @@ pub const MAX_CUDA_DEVICES: usize = 64;
 /// A kernel that fails on one card opens its breaker there only.
 pub(crate) struct DeviceBreakers {
     host: CircuitBreakerRegistry,
-    cuda: [OnceLock<CircuitBreakerRegistry>; MAX_CUDA_DEVICES],
+    // On the heap: 64 empty registries are ~30 KiB, too much to build on a stack.
+    cuda: Box<[OnceLock<CircuitBreakerRegistry>]>,
 }
 
 impl DeviceBreakers {
     fn new(host: CircuitBreakerRegistry) -> DeviceBreakers {
-        DeviceBreakers { host, cuda: std::array::from_fn(|_| OnceLock::new()) }
+        DeviceBreakers { host, cuda: (0..MAX_CUDA_DEVICES).map(|_| OnceLock::new()).collect() }
     }
 
     /// The breakers of `device`, made on first use (one atomic load after that).
@@ -75,7 +76,10 @@ impl DeviceBreakers {
             Device::Cpu => &self.host,
             Device::Cuda(ordinal) => {
                 let slot = usize::from(ordinal).min(MAX_CUDA_DEVICES - 1);
-                self.cuda[slot].get_or_init(|| self.host.new_like())
+                match self.cuda.get(slot) {
+                    Some(registry) => registry.get_or_init(|| self.host.new_like()),
+                    None => &self.host, // never: `cuda` has MAX_CUDA_DEVICES slots
+                }
             }
         }
     }
