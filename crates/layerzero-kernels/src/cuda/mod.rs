@@ -161,6 +161,17 @@ impl CudaDevice {
         self.stream.synchronize().map_err(driver)
     }
 
+    /// Runs `work` and measures, with CUDA events recorded on [`stream`](Self::stream)
+    /// before and after it, the device time of what it queued there; waits for it to end.
+    pub fn timed<R>(&self, work: impl FnOnce() -> R) -> Result<(R, std::time::Duration), CudaError> {
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(timing).map_err(driver)?;
+        let result = work();
+        let end = self.stream.record_event(timing).map_err(driver)?;
+        let ms = start.elapsed_ms(&end).map_err(driver)?;
+        Ok((result, std::time::Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3)))
+    }
+
     /// Loads the device's PTX modules now rather than on the first launch (registration
     /// does, so that no dispatch, and no CUDA graph capture, pays for it).
     pub fn load_modules(&self) -> Result<(), CudaError> {
