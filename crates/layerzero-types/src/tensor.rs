@@ -286,6 +286,26 @@ impl<'a> TensorView<'a> {
         let shape = reshaped(&self.shape, &self.strides, dims)?;
         Ok(TensorView { shape, strides: shape.contiguous_strides(), ..*self })
     }
+
+    /// The same memory with axes `a` and `b` swapped (dims and strides), without a copy:
+    /// a `[n, k]` linear weight seen as the `[k, n]` right operand of a matmul. Host or
+    /// device alike; it reaches the same elements, so it stays in bounds.
+    pub fn transpose(&self, a: usize, b: usize) -> Result<TensorView<'a>, TypesError> {
+        let rank = self.shape.rank();
+        if a >= rank || b >= rank {
+            return Err(TypesError::InvalidContext {
+                field: "transpose",
+                message: format!("axes {a} and {b} of a rank-{rank} tensor"),
+            });
+        }
+        let (mut dims, mut strides) = (self.shape.dims().to_vec(), self.strides.as_slice().to_vec());
+        dims.swap(a, b);
+        strides.swap(a, b);
+        let mut view = *self;
+        view.shape = Shape::new(&dims)?;
+        view.strides.values[..rank].copy_from_slice(&strides);
+        Ok(view)
+    }
 }
 
 fn reshaped(shape: &Shape, strides: &Strides, dims: &[usize]) -> Result<Shape, TypesError> {
@@ -933,6 +953,17 @@ mod tests {
         assert_eq!(v.as_slice::<f32>().unwrap().len(), 8);
         let v = TensorView::from_slice_strided(&data, &[2, 4], &[999, 1]);
         assert!(v.is_err(), "a stride past the data is refused");
+    }
+
+    #[test]
+    fn transposes_swap_dims_and_strides_over_the_same_memory() {
+        let data: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let v = TensorView::from_slice(&data, &[2, 3]).unwrap();
+        let t = v.transpose(0, 1).unwrap();
+        assert_eq!((t.dims(), t.strides()), (&[3, 2][..], &[1, 3][..]));
+        // Element [2, 1] of the transpose is element [1, 2] of the original.
+        assert_eq!(t.strided_data::<f32>().unwrap()[2 * t.strides()[0] + t.strides()[1]], 5.0);
+        assert!(v.transpose(0, 2).is_err());
     }
 
     #[test]
