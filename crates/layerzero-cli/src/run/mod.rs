@@ -89,7 +89,8 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where the layers run: cpu, or cuda / cuda:N (the CUDA kernels, attention on the CPU
-    /// between copies until a CUDA attention kernel exists), checked against the CPU run.
+    /// between copies until a CUDA attention kernel exists; a build with the `cuda` feature),
+    /// checked against the CPU run.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
     /// Element type of weights and activations: float32, float16 or bfloat16.
