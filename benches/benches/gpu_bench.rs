@@ -6,10 +6,13 @@
 //! GPU, or through `cargo xtask gpu-bundle` for the device machine. PyTorch eager,
 //! torch.compile and liger-kernel on the same shapes: `python3 benches/gpu/peers.py`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use layerzero::types::{DType, RopeStyle, Tensor};
+use layerzero::dispatch::{DispatchConfig, DispatchMode, Dispatcher, create_dynamic_dispatcher};
+use layerzero::registry::{BackendRegistry, KernelRegistry};
+use layerzero::types::{DType, NormArgs, OpArgs, OperationType, RopeStyle, Tensor};
 use layerzero_kernels::cuda::{
     self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant, ptx,
 };
@@ -61,7 +64,7 @@ fn row(name: &str, shape: &str, ms: f64, bytes: f64, ceiling: f64) {
 }
 
 fn main() {
-    let devices = cuda::discover().expect("discovery");
+    let devices: Arc<[CudaDevice]> = cuda::discover().expect("discovery").into();
     let Some(gpu) = devices.first() else {
         println!("skipping: no CUDA GPU on this machine");
         return;
@@ -204,6 +207,34 @@ fn main() {
     println!(
         "launch overhead (host, tiny rms_norm): LayerZero {layerzero_us:.2} µs, raw cudarc {raw_us:.2} µs, ratio {:.3}",
         layerzero_us / raw_us
+    );
+
+    // The same launch through a DynamicDispatcher with its defaults: the context from the
+    // device views, a selection-cache hit, the breaker, the executor, timing and telemetry
+    // (issue 12's target: at most 1.05x the raw launch). Only the warp variant is registered
+    // beside the CPU kernels, so selection picks the kernel the raw launch runs.
+    let kernels = KernelRegistry::new();
+    layerzero_kernels::register_cpu_kernels(&kernels).expect("cpu kernels");
+    let warp: Vec<_> = cuda::cuda_kernels(Arc::clone(&devices))
+        .expect("specs")
+        .into_iter()
+        .filter(|(spec, _)| spec.id.as_str() == "cuda.rms_norm.warp")
+        .collect();
+    kernels.register_all_with_impls(warp).expect("register");
+    let backends = BackendRegistry::detect();
+    cuda::register_cuda_backend(&backends, &devices).expect("backend");
+    let config = DispatchConfig::builder().mode(DispatchMode::Dynamic).build().expect("config");
+    let dispatcher =
+        create_dynamic_dispatcher(Arc::new(kernels), Arc::new(backends), config, true).expect("dispatcher");
+    let mut args =
+        OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+    let chosen = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch").kernel_id;
+    let dispatch_us = host_us(&mut || {
+        dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch");
+    });
+    println!(
+        "launch overhead (host, tiny rms_norm) through a DynamicDispatcher ({chosen}): {dispatch_us:.2} µs, ratio to raw cudarc {:.3}",
+        dispatch_us / raw_us
     );
     matmul_rows(gpu);
 }

@@ -154,9 +154,14 @@ fn build_kernels(check: bool) -> Result<(), String> {
 fn build_executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
     let output = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
-        // `cargo bench` always builds with the optimised bench profile and takes no --release.
-        .args(if args.first() == Some(&"test") { &["--release"][..] } else { &[][..] })
-        .args(["--no-run", "--message-format=json-render-diagnostics"])
+        // `cargo bench` always builds with the optimised bench profile and takes no --release;
+        // `cargo build` runs nothing, so takes no --no-run.
+        .args(match args.first() {
+            Some(&"test") => &["--release", "--no-run"][..],
+            Some(&"build") => &["--release"][..],
+            _ => &["--no-run"][..],
+        })
+        .args(["--message-format=json-render-diagnostics"])
         .current_dir(repo_root())
         .output()
         .map_err(|e| e.to_string())?;
@@ -187,6 +192,8 @@ fn gpu_bundle() -> Result<(), String> {
         "gpu_tensor",
         "--test",
         "gpu_kernels",
+        "--test",
+        "gpu_dispatch",
     ])?;
     executables.extend(build_executables(&[
         "bench",
@@ -197,6 +204,8 @@ fn gpu_bundle() -> Result<(), String> {
         "--bench",
         "gpu_bench",
     ])?);
+    // The `layerzero` binary with the CUDA backend, for `run --device cuda` on the device.
+    executables.extend(build_executables(&["build", "-p", "layerzero-cli", "--features", "cuda"])?);
     for (name, exe) in &executables {
         let target = bundle.join(name);
         fs::copy(exe, &target).map_err(|e| format!("{}: {e}", exe.display()))?;
@@ -222,7 +231,7 @@ for d in /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
 done
 ls /usr/local/cuda/targets/x86_64-linux/lib/libcublas.so* 2>/dev/null | tee "$OUT/cublas.txt"
 status=0
-for t in gpu_tensor gpu_kernels; do
+for t in gpu_tensor gpu_kernels gpu_dispatch; do
   [ -x "$t" ] || continue
   echo "== $t"; ./"$t" --test-threads 1 2>&1 | tee "$OUT/$t.log" | tail -4 || status=1
   echo "== memcheck $t"; compute-sanitizer --tool memcheck --error-exitcode 9 ./"$t" --test-threads 1 > "$OUT/$t.memcheck.log" 2>&1 || status=1
@@ -230,6 +239,14 @@ for t in gpu_tensor gpu_kernels; do
   echo "== racecheck $t"; compute-sanitizer --tool racecheck --error-exitcode 9 ./"$t" --test-threads 1 > "$OUT/$t.racecheck.log" 2>&1 || status=1
   tail -1 "$OUT/$t.racecheck.log"
 done
+if [ -x layerzero ]; then
+  # The decoder layer on the GPU, every operation through the dispatcher, checked against
+  # the CPU run of the same weights (exit 1 when a check fails).
+  echo "== layerzero run --device cuda"
+  ./layerzero run --device cuda --dtype bfloat16 2>&1 | tee "$OUT/run_cuda.txt" | tail -40 || status=1
+  ./layerzero run --device cuda --dtype float32 > "$OUT/run_cuda_f32.txt" 2>&1 || status=1
+  tail -3 "$OUT/run_cuda_f32.txt"
+fi
 if [ -x gpu_bench ]; then
   echo "== timings"; ./gpu_bench 2>&1 | tee "$OUT/bench.txt"
 fi

@@ -434,3 +434,24 @@ fn run_in_hot_reload_mode_watches_the_rules_and_uses_them() {
         .clone();
     assert_eq!(prefill["why"], serde_json::json!(["rule (dispatch_rules[1])"]));
 }
+
+#[test]
+fn run_on_a_cuda_device_without_one_exits_2_saying_so() {
+    let sizes = ["--hidden", "32", "--heads", "4", "--kv-heads", "2", "--seq", "3", "--decode-steps", "1"];
+    for device in ["cuda", "cuda:1"] {
+        let output = layerzero().args(["run", "--device", device]).args(sizes).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() {
+            // A GPU and a `cuda` build: the run compared itself with the CPU run.
+            assert!(String::from_utf8_lossy(&output.stdout).contains("against the CPU run"), "{device}");
+        } else {
+            assert_eq!(output.status.code(), Some(2), "{device}: {stderr}");
+            assert!(stderr.contains("no CUDA device: "), "{device}: {stderr}");
+        }
+    }
+    layerzero()
+        .args(["run", "--device", "gpu"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Invalid device (gpu), expected cpu or cuda:N"));
+}

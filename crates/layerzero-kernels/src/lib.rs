@@ -47,9 +47,11 @@
 
 //!
 //! With the `cuda` feature, the `cuda` module holds the CUDA backend: device discovery, PTX modules
-//! loaded once per device, and memory-bound kernels (rms_norm in block, warp and scalar
+//! loaded once per device, memory-bound kernels (rms_norm in block, warp and scalar
 //! variants with an optional fused residual add, layer_norm, rope, and swiglu from two
-//! inputs or one fused gate-up input). Its `unsafe` is confined to `cuda/launch.rs`, which
+//! inputs or one fused gate-up input) and matmul through cuBLAS, registered with their specs
+//! by `cuda::register_cuda_kernels` so a dispatcher runs them on device views
+//! (`Tensor::view` of a CUDA tensor). Its `unsafe` is confined to `cuda/launch.rs`, which
 //! bounds-checks every buffer against what the kernel will index before launching.
 
 #![deny(unsafe_code)]

@@ -128,6 +128,8 @@ impl RopeArgs<'_> {
     pub fn context(&self) -> Result<SelectionContext, TypesError> {
         let mut ctx = SelectionContext::from_tensor(&self.x)?;
         ctx.layout = Some(self.layout);
+        // The head dimension is the last in both layouts.
+        ctx.head_dim = self.x.dims().last().map(|&d| u32::try_from(d).unwrap_or(u32::MAX));
         Ok(ctx)
     }
 }

@@ -42,7 +42,11 @@
 //! integer comparison.
 //!
 //! Features: `cuda` adds GPU memory to [`Tensor`] through cudarc (loaded at run time, so
-//! the crate still builds on machines without CUDA).
+//! the crate still builds on machines without CUDA), and device views: a view of a CUDA
+//! tensor (or of a caller's `CudaSlice<u8>`, `TensorView::from_cuda`) carries its device,
+//! so contexts built from it say `cuda:N`; its host accessors return
+//! [`TypesError::DeviceMismatch`] naming that device, so a CPU kernel handed device memory
+//! refuses it instead of reading it.
 
 #![forbid(unsafe_code)]
 

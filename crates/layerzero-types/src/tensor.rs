@@ -175,7 +175,9 @@ fn check_alignment(bytes: &[u8], dtype: DType) -> Result<(), TypesError> {
     Ok(())
 }
 
-/// A read-only view of host memory as a tensor.
+/// A read-only view of memory as a tensor: host memory, or (with the `cuda` feature) device
+/// memory, whose host accessors ([`as_slice`](Self::as_slice), [`strided_data`](Self::strided_data))
+/// return [`TypesError::DeviceMismatch`] naming the device instead of reading it.
 ///
 /// ```
 /// use layerzero_types::{DType, TensorView};
@@ -192,7 +194,11 @@ fn check_alignment(bytes: &[u8], dtype: DType) -> Result<(), TypesError> {
 /// ```
 #[derive(Clone, Copy)]
 pub struct TensorView<'a> {
+    /// Host memory; empty for a device view.
     bytes: &'a [u8],
+    /// Device memory, for a view of a CUDA tensor; `None` on the host.
+    #[cfg(feature = "cuda")]
+    cuda: Option<&'a cudarc::driver::CudaSlice<u8>>,
     shape: Shape,
     strides: Strides,
     dtype: DType,
@@ -214,7 +220,15 @@ impl<'a> TensorView<'a> {
         strides: &[usize],
     ) -> Result<Self, TypesError> {
         let (shape, strides) = checked_layout(dims, strides, data.len())?;
-        Ok(TensorView { bytes: bytemuck::cast_slice(data), shape, strides, dtype: T::DTYPE, device: Device::Cpu })
+        Ok(TensorView {
+            bytes: bytemuck::cast_slice(data),
+            #[cfg(feature = "cuda")]
+            cuda: None,
+            shape,
+            strides,
+            dtype: T::DTYPE,
+            device: Device::Cpu,
+        })
     }
 
     /// A contiguous view of raw bytes as `dtype` (for dtypes without a Rust type, such as
@@ -231,7 +245,15 @@ impl<'a> TensorView<'a> {
             });
         }
         let strides = shape.contiguous_strides();
-        Ok(TensorView { bytes, shape, strides, dtype, device: Device::Cpu })
+        Ok(TensorView {
+            bytes,
+            #[cfg(feature = "cuda")]
+            cuda: None,
+            shape,
+            strides,
+            dtype,
+            device: Device::Cpu,
+        })
     }
 
     /// The elements in row-major order; fails unless the view is contiguous and of type `T`.
@@ -239,20 +261,50 @@ impl<'a> TensorView<'a> {
         if !self.is_contiguous() {
             return Err(TypesError::NotContiguous { shape: self.dims().to_vec(), strides: self.strides().to_vec() });
         }
-        let all = cast::<T>(self.bytes, self.dtype)?;
+        let all = cast::<T>(self.host_bytes()?, self.dtype)?;
         Ok(&all[..self.numel()])
     }
 
     /// The memory behind the view, to index with [`strides`](Self::strides): element
     /// `[i, j, ..]` is at `i * strides[0] + j * strides[1] + ..`, always in bounds.
     pub fn strided_data<T: Element>(&self) -> Result<&'a [T], TypesError> {
-        cast::<T>(self.bytes, self.dtype)
+        cast::<T>(self.host_bytes()?, self.dtype)
+    }
+
+    /// The host memory behind the view; for a device view, an error naming its device.
+    #[inline(always)]
+    fn host_bytes(&self) -> Result<&'a [u8], TypesError> {
+        #[cfg(feature = "cuda")]
+        if self.cuda.is_some() {
+            return Err(TypesError::DeviceMismatch { expected: Device::Cpu, actual: self.device });
+        }
+        Ok(self.bytes)
     }
 
     /// The same contiguous data with other dimensions of equal element count.
     pub fn reshape(&self, dims: &[usize]) -> Result<TensorView<'a>, TypesError> {
         let shape = reshaped(&self.shape, &self.strides, dims)?;
         Ok(TensorView { shape, strides: shape.contiguous_strides(), ..*self })
+    }
+
+    /// The same memory with axes `a` and `b` swapped (dims and strides), without a copy:
+    /// a `[n, k]` linear weight seen as the `[k, n]` right operand of a matmul. Host or
+    /// device alike; it reaches the same elements, so it stays in bounds.
+    pub fn transpose(&self, a: usize, b: usize) -> Result<TensorView<'a>, TypesError> {
+        let rank = self.shape.rank();
+        if a >= rank || b >= rank {
+            return Err(TypesError::InvalidContext {
+                field: "transpose",
+                message: format!("axes {a} and {b} of a rank-{rank} tensor"),
+            });
+        }
+        let (mut dims, mut strides) = (self.shape.dims().to_vec(), self.strides.as_slice().to_vec());
+        dims.swap(a, b);
+        strides.swap(a, b);
+        let mut view = *self;
+        view.shape = Shape::new(&dims)?;
+        view.strides.values[..rank].copy_from_slice(&strides);
+        Ok(view)
     }
 }
 
@@ -342,7 +394,8 @@ impl fmt::Debug for TensorView<'_> {
     }
 }
 
-/// A writable view of host memory as a tensor: where kernels write their outputs.
+/// A writable view of memory as a tensor: where kernels write their outputs. Like
+/// [`TensorView`], it may be of device memory, which its host accessors refuse.
 ///
 /// ```
 /// use layerzero_types::TensorViewMut;
@@ -353,7 +406,11 @@ impl fmt::Debug for TensorView<'_> {
 /// assert_eq!(out, [0.0, 0.0, 0.0, 1.0]);
 /// ```
 pub struct TensorViewMut<'a> {
+    /// Host memory; empty for a device view.
     bytes: &'a mut [u8],
+    /// Device memory, for a view of a CUDA tensor; `None` on the host.
+    #[cfg(feature = "cuda")]
+    cuda: Option<&'a mut cudarc::driver::CudaSlice<u8>>,
     shape: Shape,
     strides: Strides,
     dtype: DType,
@@ -367,6 +424,8 @@ impl<'a> TensorViewMut<'a> {
         let strides = shape.contiguous_strides();
         Ok(TensorViewMut {
             bytes: bytemuck::cast_slice_mut(data),
+            #[cfg(feature = "cuda")]
+            cuda: None,
             shape,
             strides,
             dtype: T::DTYPE,
@@ -385,6 +444,8 @@ impl<'a> TensorViewMut<'a> {
         let (shape, strides) = checked_layout(dims, strides, data.len())?;
         Ok(TensorViewMut {
             bytes: bytemuck::cast_slice_mut(data),
+            #[cfg(feature = "cuda")]
+            cuda: None,
             shape,
             strides,
             dtype: T::DTYPE,
@@ -396,6 +457,8 @@ impl<'a> TensorViewMut<'a> {
     pub fn as_view(&self) -> TensorView<'_> {
         TensorView {
             bytes: self.bytes,
+            #[cfg(feature = "cuda")]
+            cuda: self.cuda.as_deref(),
             shape: self.shape,
             strides: self.strides,
             dtype: self.dtype,
@@ -407,6 +470,8 @@ impl<'a> TensorViewMut<'a> {
     pub fn reborrow(&mut self) -> TensorViewMut<'_> {
         TensorViewMut {
             bytes: self.bytes,
+            #[cfg(feature = "cuda")]
+            cuda: self.cuda.as_deref_mut(),
             shape: self.shape,
             strides: self.strides,
             dtype: self.dtype,
@@ -420,13 +485,25 @@ impl<'a> TensorViewMut<'a> {
             return Err(TypesError::NotContiguous { shape: self.dims().to_vec(), strides: self.strides().to_vec() });
         }
         let numel = self.numel();
-        let all = cast_mut::<T>(self.bytes, self.dtype)?;
+        let dtype = self.dtype;
+        let all = cast_mut::<T>(self.host_bytes_mut()?, dtype)?;
         Ok(&mut all[..numel])
     }
 
     /// The memory behind the view, writable, to index with [`strides`](Self::strides).
     pub fn strided_data_mut<T: Element>(&mut self) -> Result<&mut [T], TypesError> {
-        cast_mut::<T>(self.bytes, self.dtype)
+        let dtype = self.dtype;
+        cast_mut::<T>(self.host_bytes_mut()?, dtype)
+    }
+
+    /// The host memory behind the view; for a device view, an error naming its device.
+    #[inline(always)]
+    fn host_bytes_mut(&mut self) -> Result<&mut [u8], TypesError> {
+        #[cfg(feature = "cuda")]
+        if self.cuda.is_some() {
+            return Err(TypesError::DeviceMismatch { expected: Device::Cpu, actual: self.device });
+        }
+        Ok(self.bytes)
     }
 
     /// The same contiguous memory with other dimensions of equal element count.
@@ -617,13 +694,18 @@ impl Tensor {
         }
     }
 
-    /// A read-only view of a host tensor.
+    /// A read-only view: of host memory for a host tensor, of device memory (which host
+    /// accessors refuse) for a CUDA tensor.
     pub fn view(&self) -> TensorView<'_> {
-        // A tensor's storage always matches its shape and dtype; a device tensor lends an
-        // empty byte slice and callers see its device, so kernels refuse it by device.
-        let bytes = self.host_bytes().unwrap_or(&[]);
+        // A tensor's storage always matches its shape and dtype. A device tensor lends an
+        // empty host slice beside its device memory; the view's host accessors refuse it.
         TensorView {
-            bytes,
+            bytes: self.host_bytes().unwrap_or(&[]),
+            #[cfg(feature = "cuda")]
+            cuda: match &self.storage {
+                Storage::Cuda(slice) => Some(slice),
+                Storage::Host(_) => None,
+            },
             shape: self.shape,
             strides: self.shape.contiguous_strides(),
             dtype: self.dtype,
@@ -631,14 +713,30 @@ impl Tensor {
         }
     }
 
-    /// A writable view of a host tensor.
+    /// A writable view: of host memory for a host tensor, of device memory (which host
+    /// accessors refuse) for a CUDA tensor.
     pub fn view_mut(&mut self) -> TensorViewMut<'_> {
         let (shape, dtype, device) = (self.shape, self.dtype, self.device);
-        let bytes = match self.host_bytes_mut() {
-            Ok(bytes) => bytes,
-            Err(_) => &mut [],
-        };
-        TensorViewMut { bytes, shape, strides: shape.contiguous_strides(), dtype, device }
+        match &mut self.storage {
+            Storage::Host(host) => TensorViewMut {
+                bytes: host.bytes_mut(),
+                #[cfg(feature = "cuda")]
+                cuda: None,
+                shape,
+                strides: shape.contiguous_strides(),
+                dtype,
+                device,
+            },
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(slice) => TensorViewMut {
+                bytes: &mut [],
+                cuda: Some(slice),
+                shape,
+                strides: shape.contiguous_strides(),
+                dtype,
+                device,
+            },
+        }
     }
 
     /// The elements of a host tensor of type `T`.
@@ -665,11 +763,95 @@ mod cuda {
 
     use cudarc::driver::{CudaSlice, CudaStream};
 
-    use super::{Storage, Tensor};
-    use crate::{Device, TypesError};
+    use super::{Storage, Tensor, TensorView, TensorViewMut, checked_layout};
+    use crate::{DType, Device, TypesError};
 
     fn driver_error(e: cudarc::driver::DriverError) -> TypesError {
         TypesError::Cuda { message: e.to_string() }
+    }
+
+    /// The device a slice was allocated on.
+    fn device_of(slice: &CudaSlice<u8>) -> Result<Device, TypesError> {
+        u16::try_from(slice.ordinal())
+            .map(Device::Cuda)
+            .map_err(|_| TypesError::Cuda { message: "device ordinal above 65535".into() })
+    }
+
+    /// Whole elements of `dtype` in `bytes` bytes, or the error of a partial one.
+    fn elements(bytes: usize, dims: &[usize], dtype: DType) -> Result<usize, TypesError> {
+        let size = dtype.size_in_bytes();
+        if !bytes.is_multiple_of(size) {
+            return Err(TypesError::ElementCountMismatch {
+                shape: dims.to_vec(),
+                expected: super::Shape::new(dims)?.numel(),
+                actual: bytes / size,
+            });
+        }
+        Ok(bytes / size)
+    }
+
+    /// What a host view's device accessor says: the view is not in device memory.
+    fn on_host() -> TypesError {
+        TypesError::DeviceMismatch { expected: Device::Cuda(0), actual: Device::Cpu }
+    }
+
+    impl<'a> TensorView<'a> {
+        /// A view of device memory as `dtype` with these dimensions and strides (in
+        /// elements); every reachable element must be inside `slice`. CUDA allocations are
+        /// aligned for every dtype.
+        pub fn from_cuda_strided(
+            slice: &'a CudaSlice<u8>,
+            dims: &[usize],
+            strides: &[usize],
+            dtype: DType,
+        ) -> Result<Self, TypesError> {
+            let len = elements(slice.len(), dims, dtype)?;
+            let (shape, strides) = checked_layout(dims, strides, len)?;
+            Ok(TensorView { bytes: &[], cuda: Some(slice), shape, strides, dtype, device: device_of(slice)? })
+        }
+
+        /// A contiguous view of all of `slice` as `dtype` with these dimensions.
+        pub fn from_cuda(slice: &'a CudaSlice<u8>, dims: &[usize], dtype: DType) -> Result<Self, TypesError> {
+            let shape = super::shape_holding(dims, elements(slice.len(), dims, dtype)?)?;
+            Self::from_cuda_strided(slice, dims, shape.contiguous_strides().as_slice(), dtype)
+        }
+
+        /// The device memory behind a device view, to index with
+        /// [`strides`](Self::strides); an error for a host view.
+        pub fn cuda_bytes(&self) -> Result<&'a CudaSlice<u8>, TypesError> {
+            self.cuda.ok_or_else(on_host)
+        }
+    }
+
+    impl<'a> TensorViewMut<'a> {
+        /// A writable view of device memory; see [`TensorView::from_cuda_strided`].
+        pub fn from_cuda_strided(
+            slice: &'a mut CudaSlice<u8>,
+            dims: &[usize],
+            strides: &[usize],
+            dtype: DType,
+        ) -> Result<Self, TypesError> {
+            let len = elements(slice.len(), dims, dtype)?;
+            let (shape, strides) = checked_layout(dims, strides, len)?;
+            let device = device_of(slice)?;
+            Ok(TensorViewMut { bytes: &mut [], cuda: Some(slice), shape, strides, dtype, device })
+        }
+
+        /// A contiguous writable view of all of `slice` as `dtype` with these dimensions.
+        pub fn from_cuda(slice: &'a mut CudaSlice<u8>, dims: &[usize], dtype: DType) -> Result<Self, TypesError> {
+            let shape = super::shape_holding(dims, elements(slice.len(), dims, dtype)?)?;
+            Self::from_cuda_strided(slice, dims, shape.contiguous_strides().as_slice(), dtype)
+        }
+
+        /// The device memory behind a device view, writable; an error for a host view.
+        pub fn cuda_bytes_mut(&mut self) -> Result<&mut CudaSlice<u8>, TypesError> {
+            self.cuda.as_deref_mut().ok_or_else(on_host)
+        }
+
+        /// The device memory behind a device view; an error for a host view.
+        pub fn cuda_bytes(&self) -> Result<&CudaSlice<u8>, TypesError> {
+            self.cuda.as_deref().ok_or_else(on_host)
+        }
     }
 
     impl Tensor {
@@ -771,6 +953,17 @@ mod tests {
         assert_eq!(v.as_slice::<f32>().unwrap().len(), 8);
         let v = TensorView::from_slice_strided(&data, &[2, 4], &[999, 1]);
         assert!(v.is_err(), "a stride past the data is refused");
+    }
+
+    #[test]
+    fn transposes_swap_dims_and_strides_over_the_same_memory() {
+        let data: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let v = TensorView::from_slice(&data, &[2, 3]).unwrap();
+        let t = v.transpose(0, 1).unwrap();
+        assert_eq!((t.dims(), t.strides()), (&[3, 2][..], &[1, 3][..]));
+        // Element [2, 1] of the transpose is element [1, 2] of the original.
+        assert_eq!(t.strided_data::<f32>().unwrap()[2 * t.strides()[0] + t.strides()[1]], 5.0);
+        assert!(v.transpose(0, 2).is_err());
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use layerzero::types::{
-    AttentionArgs, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle, SwigluArgs,
-    SwigluInput, TensorView, TensorViewMut, TypesError,
+    AttentionArgs, Device, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle,
+    SwigluArgs, SwigluInput, TensorView, TensorViewMut, TypesError,
 };
 
 use super::reference;
@@ -45,17 +45,38 @@ pub(crate) struct Row {
     pub(crate) max_rel_error: Option<f64>,
 }
 
+/// Measures the device time of the work a call queues (CUDA events around it); `None`
+/// when it cannot, and the host time is reported instead.
+pub(crate) type DeviceTimer<'d> = dyn Fn(&mut dyn FnMut()) -> Option<Duration> + 'd;
+
 /// Runs operations through the dispatcher and keeps the report.
 pub(crate) struct Recorder<'d> {
     dispatch: &'d Dispatch,
     pub(crate) rows: Vec<Row>,
     /// Check against the reference (`--no-check` turns it off).
     pub(crate) check: bool,
+    /// Times calls on device tensors (`run --device cuda`).
+    device_timer: Option<Box<DeviceTimer<'d>>>,
 }
 
 impl<'d> Recorder<'d> {
     pub(crate) fn new(dispatch: &'d Dispatch, check: bool) -> Self {
-        Recorder { dispatch, rows: Vec::new(), check }
+        Recorder { dispatch, rows: Vec::new(), check, device_timer: None }
+    }
+
+    /// Calls on device tensors are timed by `timer` (device time) instead of the host clock.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn with_device_timer(mut self, timer: Box<DeviceTimer<'d>>) -> Self {
+        self.device_timer = Some(timer);
+        self
+    }
+
+    /// Adds `time` to a step's row (the copies around a host operation in a device run).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn add_time(&mut self, phase: Phase, stage: &'static str, time: Duration) {
+        if let Some(row) = self.rows.iter_mut().find(|r| r.phase == phase && r.stage == stage) {
+            row.time += time;
+        }
     }
 
     fn row(&mut self, phase: Phase, stage: &'static str, operation: OperationType) -> &mut Row {
@@ -78,7 +99,7 @@ impl<'d> Recorder<'d> {
         &mut self.rows[index]
     }
 
-    fn run(
+    pub(crate) fn run(
         &mut self,
         phase: Phase,
         stage: &'static str,
@@ -92,10 +113,20 @@ impl<'d> Recorder<'d> {
         let mut context = args.context().map_err(|e| fail(&e))?;
         // Per-layer rules and profiles see which layer calls.
         context.layer_index = u32::try_from(layer).ok();
+        let on_device = context.device.is_some_and(|d| d != Device::Cpu);
+        let dispatcher = &self.dispatch.dispatcher;
         let start = Instant::now();
-        let result = self.dispatch.dispatcher.dispatch(operation.into(), args, Some(&context));
-        let elapsed = start.elapsed();
-        let result = result.map_err(|e| fail(&e))?;
+        let mut result = None;
+        let mut call = || result = Some(dispatcher.dispatch(operation.into(), args, Some(&context)));
+        let device_time = match &self.device_timer {
+            Some(timer) if on_device => timer(&mut call),
+            _ => {
+                call();
+                None
+            }
+        };
+        let elapsed = device_time.unwrap_or_else(|| start.elapsed());
+        let result = result.ok_or_else(|| fail(&"the device timer did not make the call"))?.map_err(|e| fail(&e))?;
         let why = if result.was_fallback { Some(Why::Fallback) } else { self.dispatch.why(operation.into(), &context) };
         let row = self.row(phase, stage, operation);
         row.kernels.insert(result.kernel_id.to_string());
@@ -105,7 +136,13 @@ impl<'d> Recorder<'d> {
         Ok(())
     }
 
-    fn record_check<T: FloatElement>(&mut self, phase: Phase, stage: &'static str, actual: &[T], expected: &[f64]) {
+    pub(crate) fn record_check<T: FloatElement>(
+        &mut self,
+        phase: Phase,
+        stage: &'static str,
+        actual: &[T],
+        expected: &[f64],
+    ) {
         let error = reference::max_rel_error(&widen(actual), expected);
         // The row exists: every check follows the dispatch that made its output.
         if let Some(row) = self.rows.iter_mut().find(|r| r.phase == phase && r.stage == stage) {
@@ -184,7 +221,7 @@ fn linear_args<'a, T: FloatElement>(
     }))
 }
 
-fn types_error(e: TypesError) -> CliError {
+pub(crate) fn types_error(e: TypesError) -> CliError {
     CliError::invalid(format!("building a tensor view: {e}"))
 }
 
@@ -275,7 +312,7 @@ pub(crate) fn forward<T: FloatElement + Default>(
 
 /// The residual add: not an operation LayerZero dispatches, so it runs here (in float32,
 /// rounded to the run's dtype, as a framework's add would).
-fn add<T: FloatElement>(a: &[T], b: &[T]) -> Vec<T> {
+pub(crate) fn add<T: FloatElement>(a: &[T], b: &[T]) -> Vec<T> {
     a.iter().zip(b).map(|(x, y)| T::from_f32(x.to_f32() + y.to_f32())).collect()
 }
 

@@ -1,7 +1,10 @@
 //! `layerzero run`: the main job. A stack of Llama-style decoder layers on the embedded CPU
-//! backend, prefill then decode steps against the KV cache, every operation through the
-//! dispatcher and checked against a float64 reference.
+//! backend (or, with `--device cuda` in a `cuda` build, on a GPU: `device.rs`), prefill then
+//! decode steps against the KV cache, every operation through the dispatcher and checked
+//! against a float64 reference.
 
+#[cfg(feature = "cuda")]
+mod device;
 mod layer;
 pub(crate) mod reference;
 mod weights;
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerzero::config::DispatchMode;
-use layerzero::types::{DType, FloatElement};
+use layerzero::types::{DType, Device, FloatElement};
 
 use crate::dispatcher::{DispatchOptions, build_dispatcher};
 use crate::error::CliError;
@@ -85,6 +88,11 @@ pub(crate) struct RunArgs {
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where the layers run: cpu, or cuda / cuda:N (the CUDA kernels, attention on the CPU
+    /// between copies until a CUDA attention kernel exists; a build with the `cuda` feature),
+    /// checked against the CPU run.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
     /// Element type of weights and activations: float32, float16 or bfloat16.
     #[arg(long, default_value = "float32", value_parser = parse_dtype)]
     dtype: DType,
@@ -102,6 +110,10 @@ pub(crate) struct RunArgs {
 
 fn parse_mode(value: &str) -> Result<DispatchMode, String> {
     value.parse().map_err(|e: layerzero::config::ConfigError| e.to_string())
+}
+
+fn parse_device(value: &str) -> Result<Device, String> {
+    value.parse().map_err(|e: layerzero::types::TypesError| e.to_string())
 }
 
 fn parse_dtype(value: &str) -> Result<DType, String> {
@@ -227,12 +239,13 @@ fn execute<T: FloatElement + Default>(
     model: &Model,
     args: &RunArgs,
     dispatch: &crate::dispatcher::Dispatch,
+    check: bool,
 ) -> Result<Outcome, CliError> {
     let shapes = &model.shapes;
     let (cos, sin) = rope_tables(shapes.seq + shapes.decode_steps, shapes.head_dim, args.rope_theta);
     let step = Step { shapes, cos: &cos, sin: &sin, eps: args.rms_eps, rope_theta: args.rope_theta };
     let mut layers: Vec<Layer<T>> = model.layers.iter().map(|w| Layer::new(w, shapes)).collect();
-    let mut recorder = Recorder::new(dispatch, !args.no_check);
+    let mut recorder = Recorder::new(dispatch, check);
     let progress = Progress::new((shapes.layers * (1 + shapes.decode_steps)) as u64, args.json);
     let start = Instant::now();
 
@@ -253,6 +266,108 @@ fn execute<T: FloatElement + Default>(
     }
     progress.finish();
     Ok(Outcome { rows: recorder.rows, output, decode_output, elapsed: start.elapsed() })
+}
+
+/// [`execute`] on the GPU: weights uploaded once, activations kept on the device.
+#[cfg(feature = "cuda")]
+fn execute_cuda<T: FloatElement + Default>(
+    model: &Model,
+    args: &RunArgs,
+    dispatch: &crate::dispatcher::Dispatch,
+    gpus: &device::Gpus,
+) -> Result<Outcome, CliError> {
+    let gpu = gpus.gpu();
+    let shapes = &model.shapes;
+    let (cos, sin) = rope_tables(shapes.seq + shapes.decode_steps, shapes.head_dim, args.rope_theta);
+    let step = Step { shapes, cos: &cos, sin: &sin, eps: args.rms_eps, rope_theta: args.rope_theta };
+    let tables = device::DeviceTables::new(gpu, &step)?;
+    let ds = device::DeviceStep { step: &step, tables: &tables, gpu };
+    let mut layers: Vec<device::DeviceLayer<T>> =
+        model.layers.iter().map(|w| device::DeviceLayer::new(gpu, w, shapes)).collect::<Result<_, _>>()?;
+    let mut recorder = Recorder::new(dispatch, !args.no_check).with_device_timer(Box::new(device::timer(gpu)));
+    let progress = Progress::new((shapes.layers * (1 + shapes.decode_steps)) as u64, args.json);
+    let start = Instant::now();
+
+    let mut hidden = device::upload_rows(gpu, narrow::<T>(&model.input), shapes.hidden)?;
+    for (index, layer) in layers.iter_mut().enumerate() {
+        hidden = device::forward(&mut recorder, Phase::Prefill, &ds, layer, index, &hidden, 0)?;
+        progress.tick(format!("prefill, layer {index}"));
+    }
+    let output = device::download_rows::<T>(&hidden)?.iter().map(|v| v.to_f32()).collect();
+    let mut decode_output = Vec::with_capacity(model.decode_input.len());
+    for (t, token) in model.decode_input.chunks(shapes.hidden).enumerate() {
+        let mut hidden = device::upload_rows(gpu, narrow::<T>(token), shapes.hidden)?;
+        for (index, layer) in layers.iter_mut().enumerate() {
+            hidden = device::forward(&mut recorder, Phase::Decode, &ds, layer, index, &hidden, shapes.seq + t)?;
+            progress.tick(format!("decode step {t}, layer {index}"));
+        }
+        decode_output.extend(device::download_rows::<T>(&hidden)?.iter().map(|v| v.to_f32()));
+    }
+    progress.finish();
+    Ok(Outcome { rows: recorder.rows, output, decode_output, elapsed: start.elapsed() })
+}
+
+/// The run on `--device`: the CPU run alone, or for a GPU the CPU run of the same weights
+/// (the reference), then the GPU run, with the largest relative difference between their
+/// outputs (prefill, decode).
+fn execute_on_device(
+    model: &Model,
+    args: &RunArgs,
+) -> Result<(Outcome, crate::dispatcher::Dispatch, Option<DeviceReport>), CliError> {
+    let options = DispatchOptions { config: args.config.clone(), mode: args.mode };
+    let on_cpu = |dispatch: &crate::dispatcher::Dispatch, check| match args.dtype {
+        DType::F16 => execute::<half::f16>(model, args, dispatch, check),
+        DType::BF16 => execute::<half::bf16>(model, args, dispatch, check),
+        _ => execute::<f32>(model, args, dispatch, check),
+    };
+    match args.device {
+        Device::Cpu => {
+            let dispatch = build_dispatcher(&options)?;
+            let outcome = on_cpu(&dispatch, !args.no_check)?;
+            Ok((outcome, dispatch, None))
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Err(no_cuda_build()),
+        #[cfg(feature = "cuda")]
+        gpu_device @ Device::Cuda(_) => {
+            let gpus = device::open(gpu_device)?;
+            // The reference: the CPU kernels alone (registered before the CUDA ones, so no
+            // mode, STATIC included, can route a host tensor to a CUDA kernel).
+            let cpu = on_cpu(&build_dispatcher(&options)?, false)?;
+            device::register(&gpus)?;
+            let dispatch = build_dispatcher(&options)?;
+            let outcome = match args.dtype {
+                DType::F16 => execute_cuda::<half::f16>(model, args, &dispatch, &gpus)?,
+                DType::BF16 => execute_cuda::<half::bf16>(model, args, &dispatch, &gpus)?,
+                _ => execute_cuda::<f32>(model, args, &dispatch, &gpus)?,
+            };
+            let against = |gpu: &[f32], cpu: &[f32]| {
+                let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+                reference::max_rel_error(&widen(gpu), &widen(cpu))
+            };
+            let report = DeviceReport {
+                device: gpus.describe(),
+                prefill_vs_cpu: against(&outcome.output, &cpu.output),
+                decode_vs_cpu: against(&outcome.decode_output, &cpu.decode_output),
+            };
+            Ok((outcome, dispatch, Some(report)))
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda_build() -> CliError {
+    CliError::usage(
+        "no CUDA device: this layerzero was built without the cuda feature \
+         (cargo build -p layerzero-cli --features cuda)",
+    )
+}
+
+/// How a GPU run compares with the CPU run of the same weights.
+struct DeviceReport {
+    device: String,
+    prefill_vs_cpu: f64,
+    decode_vs_cpu: f64,
 }
 
 /// An indicatif bar on stderr, shown only on a terminal and only once the work has taken
@@ -286,13 +401,12 @@ impl Progress {
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
-    let dispatch = build_dispatcher(&DispatchOptions { config: args.config.clone(), mode: args.mode })?;
+    #[cfg(not(feature = "cuda"))]
+    if let Device::Cuda(_) = args.device {
+        return Err(no_cuda_build());
+    }
     let model = load_model(args)?;
-    let outcome = match args.dtype {
-        DType::F16 => execute::<half::f16>(&model, args, &dispatch)?,
-        DType::BF16 => execute::<half::bf16>(&model, args, &dispatch)?,
-        _ => execute::<f32>(&model, args, &dispatch)?,
-    };
+    let (outcome, dispatch, device_report) = execute_on_device(&model, args)?;
     let shapes = &model.shapes;
     if let Some(path) = &args.output {
         weights::write_tensors(
@@ -304,12 +418,19 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
         )?;
     }
     let tolerance = args.tolerance.unwrap_or_else(|| default_tolerance(args.dtype));
-    let failed: Vec<String> = outcome
+    let mut failed: Vec<String> = outcome
         .rows
         .iter()
         .filter(|r| r.max_rel_error.is_some_and(|e| e.is_nan() || e > tolerance))
         .map(|r| format!("{} {}", r.phase.as_str(), r.stage))
         .collect();
+    if let Some(report) = &device_report {
+        for (what, error) in [("prefill", report.prefill_vs_cpu), ("decode", report.decode_vs_cpu)] {
+            if error.is_nan() || error > tolerance {
+                failed.push(format!("{what} output against the CPU run"));
+            }
+        }
+    }
     let telemetry = dispatch.telemetry();
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -334,6 +455,12 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
             "mode": dispatch.mode.as_str().to_lowercase(),
             "mode_note": dispatch.mode_note,
             "dtype": args.dtype.as_str(),
+            "device": args.device.to_string(),
+            "device_name": device_report.as_ref().map(|r| r.device.clone()),
+            "against_cpu_run": device_report.as_ref().map(|r| serde_json::json!({
+                "prefill_max_rel_error": r.prefill_vs_cpu,
+                "decode_max_rel_error": r.decode_vs_cpu,
+            })),
             "shapes": shapes,
             "source": model.source,
             "checked": !args.no_check,
@@ -368,6 +495,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
             dispatch.mode.as_str().to_lowercase(),
             dispatch.mode_note
         )?;
+        if let Some(report) = &device_report {
+            writeln!(
+                out,
+                "device: {}; every time is device time (CUDA events) but the attention row's, which is host time with its copies",
+                report.device
+            )?;
+        }
         writeln!(out)?;
         let mut table =
             Table::new(["phase", "step", "operation", "kernel", "why", "calls", "time", "max rel err", "check"]);
@@ -407,6 +541,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
                 out,
                 "  {}: {} ok, {} failed, {} panicked, {} skipped (circuit open)",
                 kernel.kernel, kernel.successes, kernel.failures, kernel.panics, kernel.circuit_open_skips
+            )?;
+        }
+        if let Some(report) = &device_report {
+            writeln!(
+                out,
+                "against the CPU run of the same weights: max rel error {:.1e} (prefill output), {:.1e} (decode output)",
+                report.prefill_vs_cpu, report.decode_vs_cpu
             )?;
         }
         if let Some(path) = &args.output {

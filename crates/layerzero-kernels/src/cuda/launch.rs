@@ -21,9 +21,13 @@ pub(crate) fn driver_present() -> bool {
 
 /// The driver's CUDA version as `major · 1000 + minor · 10` (13000 for CUDA 13.0).
 pub(crate) fn driver_version() -> Option<i32> {
+    // Without the library cudarc's loader panics on the first call: ask first.
+    if !driver_present() {
+        return None;
+    }
     let mut version = 0i32;
-    // SAFETY: the driver library is loaded (callers ask after `driver_present`), and the
-    // call writes one int through a pointer to a live local.
+    // SAFETY: the driver library is present (checked above), and the call writes one int
+    // through a pointer to a live local.
     let status = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) };
     (status == cudarc::driver::sys::cudaError_enum::CUDA_SUCCESS).then_some(version)
 }
@@ -295,6 +299,8 @@ pub(crate) fn cublas_present() -> bool {
 pub(crate) struct GemmLaunch<'a> {
     pub a: CudaView<'a, u8>,
     pub b: CudaView<'a, u8>,
+    /// `b` holds the `[n, k]` row-major transpose of the `[k, n]` operand.
+    pub b_transposed: bool,
     pub c: CudaViewMut<'a, u8>,
     pub m: usize,
     pub n: usize,
@@ -314,7 +320,9 @@ pub(crate) fn gemm(
     const NAME: &str = "cublasGemmEx";
     let (m, n, k, element) = (args.m, args.n, args.k, args.element);
     check(NAME, "a", extent(m, k, k, element), args.a.len())?;
-    check(NAME, "b", extent(k, n, n, element), args.b.len())?;
+    // Row-major [k, n], or its transpose [n, k]: k·n elements either way.
+    let b_extent = if args.b_transposed { extent(n, k, k, element) } else { extent(k, n, n, element) };
+    check(NAME, "b", b_extent, args.b.len())?;
     check(NAME, "c", extent(m, n, n, element), args.c.len())?;
     let to_int =
         |what, v: usize| std::ffi::c_int::try_from(v).map_err(|_| CudaError::TooLarge { kernel: NAME, what, value: v });
@@ -328,8 +336,16 @@ pub(crate) fn gemm(
     let (c, _c_guard) = args.c.device_ptr_mut(stream);
     // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: cuBLAS multiplies B (n × k, leading
     // dimension n) by A (k × m, leading dimension k) into C (n × m, leading dimension n).
+    // A transposed B (row-major [n, k]) is column-major k × n with leading dimension k:
+    // cuBLAS reads it with op T to get the same n × k operand.
+    let (b_op, ldb) = if args.b_transposed {
+        (cublasOperation_t::CUBLAS_OP_T, k_int.max(1))
+    } else {
+        (cublasOperation_t::CUBLAS_OP_N, n_int)
+    };
     // SAFETY: the handle is bound to `stream`, on which every buffer was allocated. cuBLAS
-    // reads B at column j < k, row i < n: `j · n + i` < k·n elements; A at `j · k + i`
+    // reads B at column j < k, row i < n: `j · n + i` < k·n elements (transposed: at
+    // `i · k + j`, also < k·n); A at `j · k + i`
     // < m·k; writes C at `j · n + i` < m·n — each bounded by `check` above in bytes of
     // `element`, the size of `dtype`. Alpha and beta are host f32s (the default pointer
     // mode), live across the call; with k = 0 cuBLAS writes beta·C = 0. The guards keep
@@ -337,7 +353,7 @@ pub(crate) fn gemm(
     unsafe {
         cudarc::cublas::result::gemm_ex(
             *blas.handle(),
-            cublasOperation_t::CUBLAS_OP_N,
+            b_op,
             cublasOperation_t::CUBLAS_OP_N,
             n_int,
             m_int,
@@ -345,7 +361,7 @@ pub(crate) fn gemm(
             (&raw const alpha).cast(),
             b as *const std::ffi::c_void,
             args.dtype,
-            n_int,
+            ldb,
             a as *const std::ffi::c_void,
             args.dtype,
             k_int.max(1),

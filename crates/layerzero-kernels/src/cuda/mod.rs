@@ -22,6 +22,7 @@
 mod launch;
 mod ops;
 pub mod ptx;
+mod register;
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,7 +30,11 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, sys};
 use layerzero_registry::{BackendInfo, DeviceInfo};
 use layerzero_types::{ComputeCapability, Device, KernelError, Platform, TypesError};
 
-pub use ops::{LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant};
+pub use register::{RegisterError, cuda_kernel_specs, cuda_kernels, register_cuda_backend, register_cuda_kernels};
+
+pub use ops::{
+    LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant, SwigluViews,
+};
 
 /// What went wrong on the CUDA side; converts into [`KernelError::Backend`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -154,6 +159,23 @@ impl CudaDevice {
     /// Waits for every kernel queued on the device's stream.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.stream.synchronize().map_err(driver)
+    }
+
+    /// Runs `work` and measures, with CUDA events recorded on [`stream`](Self::stream)
+    /// before and after it, the device time of what it queued there; waits for it to end.
+    pub fn timed<R>(&self, work: impl FnOnce() -> R) -> Result<(R, std::time::Duration), CudaError> {
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(timing).map_err(driver)?;
+        let result = work();
+        let end = self.stream.record_event(timing).map_err(driver)?;
+        let ms = start.elapsed_ms(&end).map_err(driver)?;
+        Ok((result, std::time::Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3)))
+    }
+
+    /// Loads the device's PTX modules now rather than on the first launch (registration
+    /// does, so that no dispatch, and no CUDA graph capture, pays for it).
+    pub fn load_modules(&self) -> Result<(), CudaError> {
+        self.modules().map(drop)
     }
 
     fn modules(&self) -> Result<&Modules, CudaError> {

@@ -1,7 +1,7 @@
 //! Safe entry points of the CUDA kernels: validate, pick the launch shape, launch.
 
 use cudarc::driver::LaunchConfig;
-use layerzero_types::{DType, KernelError, RopeStyle, Tensor};
+use layerzero_types::{DType, KernelError, RopeStyle, Tensor, TensorMeta, TensorView, TensorViewMut};
 
 use super::CudaDevice;
 use super::launch::{self, LayerNormLaunch, NormLaunch, RopeBuffers, RopeLaunch, SwigluLaunch};
@@ -216,13 +216,13 @@ fn entry(entries: &[&'static str], prefix: &str, dtype: &str) -> &'static str {
         .unwrap_or("missing_entry")
 }
 
-fn rows_and_hidden(x: &Tensor) -> Result<(usize, usize), KernelError> {
-    let dims = x.dims();
+fn rows_and_hidden(x: &impl TensorMeta) -> Result<(usize, usize), KernelError> {
+    let dims = x.shape().dims();
     let hidden = *dims.last().ok_or_else(|| invalid("x must have at least one dimension".into()))?;
     if hidden == 0 {
         return Err(invalid("x has an empty last dimension".into()));
     }
-    Ok((x.numel() / hidden, hidden))
+    Ok((x.shape().numel() / hidden, hidden))
 }
 
 /// What the norm kernels learn from checking their common arguments.
@@ -235,15 +235,15 @@ struct NormShape {
 
 impl CudaDevice {
     /// `t` is on this device with `x`'s dtype and dims.
-    fn like_x(&self, x: &Tensor, what: &str, t: &Tensor) -> Result<(), KernelError> {
+    fn like_x(&self, x: &TensorView<'_>, what: &str, t: &impl TensorMeta) -> Result<(), KernelError> {
         self.check_on_device(what, t.device())?;
-        if t.dtype() != x.dtype() || t.dims() != x.dims() {
+        if t.dtype() != x.dtype() || t.shape().dims() != x.dims() {
             return Err(invalid(format!(
                 "{what} must be {} {:?} like x, is {} {:?}",
                 x.dtype(),
                 x.dims(),
                 t.dtype(),
-                t.dims()
+                t.shape().dims()
             )));
         }
         Ok(())
@@ -254,9 +254,9 @@ impl CudaDevice {
     /// eps finite and non-negative.
     fn norm_shape(
         &self,
-        x: &Tensor,
-        y: &Tensor,
-        per_channel: [(&str, Option<&Tensor>); 2],
+        x: &TensorView<'_>,
+        y: &TensorViewMut<'_>,
+        per_channel: [(&str, Option<&TensorView<'_>>); 2],
         eps: f32,
     ) -> Result<NormShape, KernelError> {
         let dtype = x.dtype();
@@ -264,8 +264,11 @@ impl CudaDevice {
         let (rows, hidden) = rows_and_hidden(x)?;
         self.check_on_device("x", x.device())?;
         self.like_x(x, "y", y)?;
+        dense("x", x.is_contiguous())?;
+        dense("y", y.is_contiguous())?;
         for (what, t) in per_channel.into_iter().filter_map(|(what, t)| Some((what, t?))) {
             self.check_on_device(what, t.device())?;
+            dense(what, t.is_contiguous())?;
             if t.dtype() != dtype || t.dims() != [hidden] {
                 return Err(invalid(format!("{what} must be {dtype} [{hidden}], is {} {:?}", t.dtype(), t.dims())));
             }
@@ -291,11 +294,28 @@ impl CudaDevice {
         y: &mut Tensor,
         eps: f32,
     ) -> Result<(), KernelError> {
+        let residual = residual.map(|(r, r_out)| (r.view(), r_out.view_mut()));
+        self.rms_norm_view(variant, x.view(), residual, weight.view(), y.view_mut(), eps)
+    }
+
+    /// [`rms_norm`](Self::rms_norm) over views of device memory (a device view of a
+    /// [`Tensor`] or of a caller's allocation): what the registered kernels call.
+    pub fn rms_norm_view(
+        &self,
+        variant: RmsNormVariant,
+        x: TensorView<'_>,
+        residual: Option<(TensorView<'_>, TensorViewMut<'_>)>,
+        weight: TensorView<'_>,
+        mut y: TensorViewMut<'_>,
+        eps: f32,
+    ) -> Result<(), KernelError> {
         let NormShape { dtype, name, rows, hidden } =
-            self.norm_shape(x, y, [("weight", Some(weight)), ("", None)], eps)?;
+            self.norm_shape(&x, &y, [("weight", Some(&weight)), ("", None)], eps)?;
         if let Some((r, r_out)) = &residual {
-            self.like_x(x, "residual", r)?;
-            self.like_x(x, "residual_out", r_out)?;
+            self.like_x(&x, "residual", r)?;
+            self.like_x(&x, "residual_out", r_out)?;
+            dense("residual", r.is_contiguous())?;
+            dense("residual_out", r_out.is_contiguous())?;
         }
         let packs = hidden / pack(dtype);
         let aligned = hidden.is_multiple_of(pack(dtype));
@@ -351,7 +371,8 @@ impl CudaDevice {
             return Ok(());
         }
         let function = self.function(entry)?;
-        let residual = match residual {
+        let mut residual = residual;
+        let residual = match &mut residual {
             Some((r, r_out)) => {
                 Some((r.cuda_bytes()?.slice(..), hidden, r_out.cuda_bytes_mut()?.slice_mut(..), hidden))
             }
@@ -380,14 +401,30 @@ impl CudaDevice {
         input: SwigluDeviceInput<'_>,
         out: &mut Tensor,
     ) -> Result<(), KernelError> {
+        let input = match input {
+            SwigluDeviceInput::Separate { gate, up } => SwigluViews::Separate { gate: gate.view(), up: up.view() },
+            SwigluDeviceInput::Fused(gate_up) => SwigluViews::Fused(gate_up.view()),
+        };
+        self.swiglu_view(variant, input, out.view_mut())
+    }
+
+    /// [`swiglu`](Self::swiglu) over views of device memory.
+    pub fn swiglu_view(
+        &self,
+        variant: SwigluVariant,
+        input: SwigluViews<'_>,
+        mut out: TensorViewMut<'_>,
+    ) -> Result<(), KernelError> {
         let dtype = out.dtype();
         let name = suffix(dtype)?;
-        let (rows, inter) = rows_and_hidden(out)?;
+        let (rows, inter) = rows_and_hidden(&out)?;
         self.check_on_device("out", out.device())?;
+        dense("out", out.is_contiguous())?;
         let (gate, up, gate_offset, up_offset, in_stride) = match input {
-            SwigluDeviceInput::Separate { gate, up } => {
-                for (what, t) in [("gate", gate), ("up", up)] {
+            SwigluViews::Separate { gate, up } => {
+                for (what, t) in [("gate", &gate), ("up", &up)] {
                     self.check_on_device(what, t.device())?;
+                    dense(what, t.is_contiguous())?;
                     if t.dtype() != dtype || t.dims() != out.dims() {
                         return Err(invalid(format!(
                             "{what} must be {dtype} {:?} like out, is {} {:?}",
@@ -399,8 +436,9 @@ impl CudaDevice {
                 }
                 (gate, up, 0, 0, inter)
             }
-            SwigluDeviceInput::Fused(gate_up) => {
+            SwigluViews::Fused(gate_up) => {
                 self.check_on_device("gate_up", gate_up.device())?;
+                dense("gate_up", gate_up.is_contiguous())?;
                 let mut expected = out.dims().to_vec();
                 if let Some(last) = expected.last_mut() {
                     *last *= 2;
@@ -485,8 +523,21 @@ impl CudaDevice {
         y: &mut Tensor,
         eps: f32,
     ) -> Result<(), KernelError> {
+        self.layer_norm_view(variant, x.view(), weight.view(), bias.map(Tensor::view), y.view_mut(), eps)
+    }
+
+    /// [`layer_norm`](Self::layer_norm) over views of device memory.
+    pub fn layer_norm_view(
+        &self,
+        variant: LayerNormVariant,
+        x: TensorView<'_>,
+        weight: TensorView<'_>,
+        bias: Option<TensorView<'_>>,
+        mut y: TensorViewMut<'_>,
+        eps: f32,
+    ) -> Result<(), KernelError> {
         let NormShape { dtype, name, rows, hidden } =
-            self.norm_shape(x, y, [("weight", Some(weight)), ("bias", bias)], eps)?;
+            self.norm_shape(&x, &y, [("weight", Some(&weight)), ("bias", bias.as_ref())], eps)?;
         let packs = hidden / pack(dtype);
         let (entry_name, cfg) = match variant {
             LayerNormVariant::Block => {
@@ -538,7 +589,22 @@ impl CudaDevice {
         tables: RopeTables<'_>,
         offset: usize,
     ) -> Result<(), KernelError> {
-        self.rope_impl(variant, style, RopeTarget::InPlace(x), tables, offset)
+        let (cos, sin) = (tables.cos.view(), tables.sin.view());
+        self.rope_impl(variant, style, RopeTarget::InPlace(x.view_mut()), (cos, sin), offset)
+    }
+
+    /// [`rope_in_place`](Self::rope_in_place) over views of device memory: `x`
+    /// `[batch, seq, heads, head_dim]` (BSHD), `cos`/`sin` f32 `[max_positions, rot / 2]`.
+    pub fn rope_in_place_view(
+        &self,
+        variant: RopeVariant,
+        style: RopeStyle,
+        x: TensorViewMut<'_>,
+        cos: TensorView<'_>,
+        sin: TensorView<'_>,
+        offset: usize,
+    ) -> Result<(), KernelError> {
+        self.rope_impl(variant, style, RopeTarget::InPlace(x), (cos, sin), offset)
     }
 
     /// Rotary embedding of `x` into `out` (same shape): channels past the rotary width are
@@ -552,29 +618,31 @@ impl CudaDevice {
         tables: RopeTables<'_>,
         offset: usize,
     ) -> Result<(), KernelError> {
-        self.rope_impl(variant, style, RopeTarget::OutOfPlace(x, out), tables, offset)
+        let (cos, sin) = (tables.cos.view(), tables.sin.view());
+        self.rope_impl(variant, style, RopeTarget::OutOfPlace(x.view(), out.view_mut()), (cos, sin), offset)
     }
 
     fn rope_impl(
         &self,
         variant: RopeVariant,
         style: RopeStyle,
-        target: RopeTarget<'_>,
-        RopeTables { cos, sin }: RopeTables<'_>,
+        mut target: RopeTarget<'_>,
+        (cos, sin): (TensorView<'_>, TensorView<'_>),
         offset: usize,
     ) -> Result<(), KernelError> {
-        let x: &Tensor = match &target {
-            RopeTarget::InPlace(x) => x,
-            RopeTarget::OutOfPlace(x, _) => x,
+        let (dtype, x_dims, x_device, x_dense) = match &target {
+            RopeTarget::InPlace(x) => (x.dtype(), x.dims().to_owned(), x.device(), x.is_contiguous()),
+            RopeTarget::OutOfPlace(x, _) => (x.dtype(), x.dims().to_owned(), x.device(), x.is_contiguous()),
         };
-        let dtype = x.dtype();
         let name = suffix(dtype)?;
-        let &[batch, seq, heads, head_dim] = x.dims() else {
-            return Err(invalid(format!("x must be [batch, seq, heads, head_dim], is {:?}", x.dims())));
+        let &[batch, seq, heads, head_dim] = x_dims.as_slice() else {
+            return Err(invalid(format!("x must be [batch, seq, heads, head_dim], is {x_dims:?}")));
         };
-        self.check_on_device("x", x.device())?;
+        self.check_on_device("x", x_device)?;
+        dense("x", x_dense)?;
         if let RopeTarget::OutOfPlace(x, out) = &target {
             self.check_on_device("out", out.device())?;
+            dense("out", out.is_contiguous())?;
             if out.dtype() != dtype || out.dims() != x.dims() {
                 return Err(invalid(format!(
                     "out must be {dtype} {:?} like x, is {} {:?}",
@@ -587,8 +655,9 @@ impl CudaDevice {
         let (&[positions, half], &[positions_s, half_s]) = (cos.dims(), sin.dims()) else {
             return Err(invalid("cos and sin must be [max_positions, rot / 2]".into()));
         };
-        for (what, t) in [("cos", cos), ("sin", sin)] {
+        for (what, t) in [("cos", &cos), ("sin", &sin)] {
             self.check_on_device(what, t.device())?;
+            dense(what, t.is_contiguous())?;
             if t.dtype() != DType::F32 {
                 return Err(invalid(format!("{what} must be float32, is {}", t.dtype())));
             }
@@ -633,7 +702,7 @@ impl CudaDevice {
             return Ok(());
         }
         let function = self.function(entry_name)?;
-        let buffers = match target {
+        let buffers = match &mut target {
             RopeTarget::InPlace(x) => RopeBuffers::InPlace(x.cuda_bytes_mut()?.slice_mut(..)),
             RopeTarget::OutOfPlace(x, out) => {
                 RopeBuffers::OutOfPlace(x.cuda_bytes()?.slice(..), out.cuda_bytes_mut()?.slice_mut(..))
@@ -656,8 +725,31 @@ impl CudaDevice {
 }
 
 enum RopeTarget<'a> {
-    InPlace(&'a mut Tensor),
-    OutOfPlace(&'a Tensor, &'a mut Tensor),
+    InPlace(TensorViewMut<'a>),
+    OutOfPlace(TensorView<'a>, TensorViewMut<'a>),
+}
+
+/// The inputs of [`CudaDevice::swiglu_view`]: views of device memory.
+pub enum SwigluViews<'a> {
+    /// Gate and up, both `[rows, intermediate]`.
+    Separate {
+        /// The gate projection.
+        gate: TensorView<'a>,
+        /// The up projection.
+        up: TensorView<'a>,
+    },
+    /// `[rows, 2 · intermediate]`: gate then up in each row.
+    Fused(TensorView<'a>),
+}
+
+/// Device kernels read dense row-major memory (they take no strides): anything else is
+/// refused before launch.
+fn dense(what: &str, contiguous: bool) -> Result<(), KernelError> {
+    if contiguous {
+        Ok(())
+    } else {
+        Err(KernelError::Unsupported(format!("{what} must be contiguous (row-major, no gaps) for the CUDA kernels")))
+    }
 }
 
 fn grid(blocks: usize) -> Result<u32, KernelError> {
@@ -672,6 +764,18 @@ impl CudaDevice {
     /// all three matrices (a `Tensor` is contiguous), of one dtype (bf16, f16 or f32), on this device. f32 runs
     /// in full f32 (no TF32).
     pub fn matmul(&self, a: &Tensor, b: &Tensor, out: &mut Tensor) -> Result<(), KernelError> {
+        self.matmul_view(a.view(), b.view(), out.view_mut())
+    }
+
+    /// [`matmul`](Self::matmul) over views of device memory. `a` and `out` are row-major;
+    /// `b` is row-major `[k, n]` or a transposed `[n, k]` matrix (strides `[1, k]`, how a
+    /// linear layer's `[out, in]` weight is passed), which cuBLAS reads transposed.
+    pub fn matmul_view(
+        &self,
+        a: TensorView<'_>,
+        b: TensorView<'_>,
+        mut out: TensorViewMut<'_>,
+    ) -> Result<(), KernelError> {
         let dtype = out.dtype();
         let cuda_type = match dtype {
             DType::BF16 => cudarc::cublas::sys::cudaDataType::CUDA_R_16BF,
@@ -679,13 +783,13 @@ impl CudaDevice {
             DType::F32 => cudarc::cublas::sys::cudaDataType::CUDA_R_32F,
             other => return Err(KernelError::Unsupported(format!("cuda matmul takes bf16, f16 or f32, not {other}"))),
         };
-        for (what, t) in [("a", a), ("b", b), ("out", &*out)] {
+        for (what, t) in [("a", &a as &dyn TensorMeta), ("b", &b), ("out", &out)] {
             self.check_on_device(what, t.device())?;
             if t.dtype() != dtype {
                 return Err(invalid(format!("{what} is {}, out is {dtype}: one dtype for all three", t.dtype())));
             }
-            if t.dims().len() != 2 {
-                return Err(invalid(format!("{what} must be a matrix, has dims {:?}", t.dims())));
+            if t.shape().rank() != 2 {
+                return Err(invalid(format!("{what} must be a matrix, has dims {:?}", t.shape().dims())));
             }
         }
         let (m, k) = (a.dims()[0], a.dims()[1]);
@@ -698,10 +802,20 @@ impl CudaDevice {
                 out.dims()
             )));
         }
+        dense("a", a.is_contiguous())?;
+        dense("out", out.is_contiguous())?;
+        let b_transposed = !b.is_contiguous();
+        if b_transposed && b.strides() != [1, k] {
+            return Err(KernelError::Unsupported(format!(
+                "cuda matmul reads b row-major or transposed (strides [1, {k}]), not strides {:?}",
+                b.strides()
+            )));
+        }
         let blas = self.blas()?;
         let args = launch::GemmLaunch {
             a: a.cuda_bytes()?.slice(..),
             b: b.cuda_bytes()?.slice(..),
+            b_transposed,
             c: out.cuda_bytes_mut()?.slice_mut(..),
             m,
             n,

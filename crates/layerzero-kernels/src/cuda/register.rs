@@ -1,0 +1,282 @@
+//! The CUDA kernels as registered [`KernelImpl`]s, each with the [`KernelSpec`] that says
+//! what it runs.
+//!
+//! A registered kernel finds the [`CudaDevice`] of its tensors' device among the devices
+//! it was registered with and calls that device's view entry point. Tensors in host
+//! memory, on a device it was not registered with, or spread over two devices are typed
+//! errors; nothing is ever copied between devices behind the caller's back.
+
+use std::sync::Arc;
+
+use layerzero_registry::{BackendHealth, BackendRegistry, KernelRegistry, RegistryError};
+use layerzero_types::{
+    ComputeCapability, DType, Device, DimConstraint, KernelConstraints, KernelError, KernelImpl, KernelSpec, Layout,
+    NormArgs, OperationType, Platform, RopeArgs, SwigluArgs, SwigluInput, TypesError,
+};
+
+use super::{CudaDevice, CudaError, LayerNormVariant, RmsNormVariant, RopeVariant, SwigluVariant, SwigluViews};
+
+/// The dtypes every CUDA kernel here takes.
+const CUDA_DTYPES: [DType; 3] = [DType::BF16, DType::F16, DType::F32];
+
+/// The PTX is compiled for sm_90 (kernels/ptx), so the driver loads it on Hopper and later.
+const PTX_ARCH: ComputeCapability = ComputeCapability::new(9, 0);
+
+/// cuBLAS runs bf16 GEMMs from Ampere on; the spec claims no older card.
+const CUBLAS_BF16_ARCH: ComputeCapability = ComputeCapability::new(8, 0);
+
+fn spec(
+    id: &str,
+    operation: OperationType,
+    priority: u32,
+    constraints: KernelConstraints,
+) -> Result<KernelSpec, TypesError> {
+    let spec = KernelSpec::new(id, Platform::Cuda)?
+        .for_operation(operation)
+        .with_priority(priority)
+        .with_constraints(constraints);
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The memory-bound kernels of `kernels/*.cu`: one launch on the device's stream, no
+/// allocation, no synchronisation, no driver call but the launch once the modules are
+/// loaded (which [`register_cuda_kernels`] does), so they may be captured in a CUDA graph;
+/// each reduces in a fixed order, so results are bit-identical run to run.
+fn ptx_constraints() -> KernelConstraints {
+    KernelConstraints {
+        dtypes: Some(CUDA_DTYPES.to_vec()),
+        deterministic: true,
+        cuda_graph_safe: true,
+        min_compute_capability: Some(PTX_ARCH),
+        ..KernelConstraints::default()
+    }
+}
+
+/// The device that runs a call whose first tensor is on `device`.
+fn device_for(devices: &[CudaDevice], device: Device) -> Result<&CudaDevice, KernelError> {
+    match device {
+        Device::Cuda(_) => devices.iter().find(|d| d.device() == device).ok_or_else(|| KernelError::Backend {
+            backend: "cuda",
+            message: format!("no CUDA device {device} was registered with these kernels"),
+        }),
+        Device::Cpu => Err(KernelError::InvalidArgument(
+            "the CUDA kernels take tensors in device memory, got one on cpu (no copy is made)".to_owned(),
+        )),
+    }
+}
+
+fn rms_norm(devices: Arc<[CudaDevice]>, variant: RmsNormVariant) -> KernelImpl {
+    KernelImpl::norm(move |args: &mut NormArgs<'_>| {
+        let gpu = device_for(&devices, args.input.device())?;
+        if args.bias.is_some() {
+            return Err(KernelError::InvalidArgument("rms_norm takes no bias, one was given".to_owned()));
+        }
+        gpu.rms_norm_view(variant, args.input, None, args.weight, args.output.reborrow(), args.eps)
+    })
+}
+
+fn layer_norm(devices: Arc<[CudaDevice]>, variant: LayerNormVariant) -> KernelImpl {
+    KernelImpl::norm(move |args: &mut NormArgs<'_>| {
+        let gpu = device_for(&devices, args.input.device())?;
+        gpu.layer_norm_view(variant, args.input, args.weight, args.bias, args.output.reborrow(), args.eps)
+    })
+}
+
+fn rope(devices: Arc<[CudaDevice]>, variant: RopeVariant) -> KernelImpl {
+    KernelImpl::rope(move |args: &mut RopeArgs<'_>| {
+        let gpu = device_for(&devices, args.x.device())?;
+        if args.layout != Layout::Bshd {
+            return Err(KernelError::Unsupported(format!("the CUDA rope kernels take BSHD, not {}", args.layout)));
+        }
+        gpu.rope_in_place_view(variant, args.style, args.x.reborrow(), args.cos, args.sin, args.position_offset)
+    })
+}
+
+fn swiglu(devices: Arc<[CudaDevice]>, variant: SwigluVariant) -> KernelImpl {
+    KernelImpl::swiglu(move |args: &mut SwigluArgs<'_>| {
+        let gpu = device_for(&devices, args.output.device())?;
+        let input = match &args.input {
+            SwigluInput::Separate { gate, up } => SwigluViews::Separate { gate: *gate, up: *up },
+            SwigluInput::Fused(gate_up) => SwigluViews::Fused(*gate_up),
+        };
+        gpu.swiglu_view(variant, input, args.output.reborrow())
+    })
+}
+
+fn matmul(devices: Arc<[CudaDevice]>) -> KernelImpl {
+    KernelImpl::matmul(move |args| {
+        let gpu = device_for(&devices, args.a.device())?;
+        gpu.matmul_view(args.a, args.b, args.output.reborrow())
+    })
+}
+
+/// The specs of the CUDA kernels, without code (for listings and `explain` on machines
+/// without a GPU). Limits a [`SelectionContext`](layerzero_types::SelectionContext) cannot
+/// express (it has no hidden size) are refused by the kernel before launch as
+/// [`KernelError::Unsupported`]; the table says which.
+///
+/// | id | operation | priority | beyond the spec (checked before launch) |
+/// |---|---|---|---|
+/// | `cuda.rms_norm.block` | `rms_norm` | 80 | hidden a multiple of 16 bytes / element, ≤ 65536 (bf16, f16), ≤ 32768 (f32) |
+/// | `cuda.rms_norm.warp` | `rms_norm` | 70 | hidden a multiple of 16 bytes / element, ≤ 1024 (bf16, f16), ≤ 512 (f32) |
+/// | `cuda.rms_norm.scalar` | `rms_norm` | 60 | any hidden |
+/// | `cuda.layer_norm.block` | `layer_norm` | 80 | as `cuda.rms_norm.block` |
+/// | `cuda.layer_norm.scalar` | `layer_norm` | 60 | any hidden |
+/// | `cuda.rope.vector` | `rope` (BSHD, `head_dim` a multiple of 16) | 80 | the rotated width a multiple of 16 bytes / element |
+/// | `cuda.rope.scalar` | `rope` (BSHD) | 60 | any head_dim |
+/// | `cuda.swiglu.vector` | `swiglu` | 80 | intermediate a multiple of 16 bytes / element |
+/// | `cuda.swiglu.scalar` | `swiglu` | 60 | any intermediate |
+/// | `cuda.matmul.cublas` | `matmul` | 80 | `b` row-major or transposed (strides `[1, k]`) |
+///
+/// All take bf16, f16 and f32 in contiguous device memory. The PTX kernels need compute
+/// capability 9.0 (the PTX targets sm_90), are deterministic and CUDA-graph safe;
+/// `cuda.matmul.cublas` needs 8.0, and claims neither (cuBLAS picks its algorithm and
+/// workspace per call).
+pub fn cuda_kernel_specs() -> Result<Vec<KernelSpec>, TypesError> {
+    Ok(cuda_kernels(Arc::from(Vec::new()))?.into_iter().map(|(spec, _)| spec).collect())
+}
+
+/// Every CUDA kernel with its code, running on `devices`.
+pub fn cuda_kernels(devices: Arc<[CudaDevice]>) -> Result<Vec<(KernelSpec, KernelImpl)>, TypesError> {
+    use OperationType as Op;
+    let d = || Arc::clone(&devices);
+    let rope_vector = KernelConstraints {
+        head_dim: Some(DimConstraint::Range { min: 16, max: u32::MAX, multiple_of: 16 }),
+        layouts: Some(vec![Layout::Bshd]),
+        ..ptx_constraints()
+    };
+    let rope_scalar = KernelConstraints { layouts: Some(vec![Layout::Bshd]), ..ptx_constraints() };
+    let cublas = KernelConstraints {
+        dtypes: Some(CUDA_DTYPES.to_vec()),
+        min_compute_capability: Some(CUBLAS_BF16_ARCH),
+        ..KernelConstraints::default()
+    };
+    Ok(vec![
+        (spec("cuda.rms_norm.block", Op::NormRms, 80, ptx_constraints())?, rms_norm(d(), RmsNormVariant::Block)),
+        (spec("cuda.rms_norm.warp", Op::NormRms, 70, ptx_constraints())?, rms_norm(d(), RmsNormVariant::Warp)),
+        (spec("cuda.rms_norm.scalar", Op::NormRms, 60, ptx_constraints())?, rms_norm(d(), RmsNormVariant::Scalar)),
+        (
+            spec("cuda.layer_norm.block", Op::NormLayer, 80, ptx_constraints())?,
+            layer_norm(d(), LayerNormVariant::Block),
+        ),
+        (
+            spec("cuda.layer_norm.scalar", Op::NormLayer, 60, ptx_constraints())?,
+            layer_norm(d(), LayerNormVariant::Scalar),
+        ),
+        (spec("cuda.rope.vector", Op::Rope, 80, rope_vector)?, rope(d(), RopeVariant::Vector)),
+        (spec("cuda.rope.scalar", Op::Rope, 60, rope_scalar)?, rope(d(), RopeVariant::Scalar)),
+        (spec("cuda.swiglu.vector", Op::Swiglu, 80, ptx_constraints())?, swiglu(d(), SwigluVariant::Vector)),
+        (spec("cuda.swiglu.scalar", Op::Swiglu, 60, ptx_constraints())?, swiglu(d(), SwigluVariant::Scalar)),
+        (spec("cuda.matmul.cublas", Op::Matmul, 80, cublas)?, matmul(d())),
+    ])
+}
+
+/// Why the CUDA kernels could not be registered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The registry refused them (an id taken, ...).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A device could not load the kernels' modules.
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
+}
+
+/// Registers every CUDA kernel, running on `devices`, all or none. Each device loads its
+/// modules first, so no dispatch (and no graph capture) pays for loading them. With no
+/// devices the kernels are registered (so explain and listings show them) but every call
+/// is a typed error; give the backend registry [`register_cuda_backend`] so selection
+/// never picks them there.
+pub fn register_cuda_kernels(registry: &KernelRegistry, devices: Arc<[CudaDevice]>) -> Result<(), RegisterError> {
+    for gpu in devices.iter() {
+        gpu.load_modules()?;
+    }
+    let kernels = cuda_kernels(devices).map_err(RegistryError::from)?;
+    Ok(registry.register_all_with_impls(kernels)?)
+}
+
+/// Registers the `cuda` backend with `devices`: healthy when there is at least one,
+/// unavailable (with the reason) otherwise, so selection offers CUDA kernels only where a
+/// GPU exists.
+pub fn register_cuda_backend(backends: &BackendRegistry, devices: &[CudaDevice]) -> Result<(), RegistryError> {
+    let health = if devices.is_empty() {
+        let reason = if super::launch::driver_present() { "no CUDA device found" } else { "no CUDA driver found" };
+        BackendHealth::Unavailable { reason: reason.to_owned() }
+    } else {
+        BackendHealth::Healthy
+    };
+    backends.register_with_health(super::backend_info(devices), health)
+}
+
+#[cfg(test)]
+mod tests {
+    use layerzero_types::{Constraint, SelectionContext};
+
+    use super::*;
+
+    fn ctx() -> layerzero_types::SelectionContextBuilder {
+        SelectionContext::builder().device(Device::Cuda(0)).compute_capability(ComputeCapability::new(9, 0))
+    }
+
+    #[test]
+    fn without_devices_every_kernel_registers_and_refuses_calls_by_type() {
+        let registry = KernelRegistry::new();
+        register_cuda_kernels(&registry, Arc::from(Vec::new())).unwrap();
+        let specs = cuda_kernel_specs().unwrap();
+        assert_eq!(registry.len(), specs.len());
+        for spec in &specs {
+            assert!(registry.implementation(spec.id).is_some(), "{} has no code", spec.id);
+            assert_eq!((spec.platform, spec.backend.as_str()), (Platform::Cuda, "cuda"), "{}", spec.id);
+        }
+        // A host tensor handed to a CUDA kernel is refused, never copied.
+        let x = layerzero_types::Tensor::from_f32(&[1.0; 8], &[1, 8], DType::F32).unwrap();
+        let w = layerzero_types::Tensor::from_f32(&[1.0; 8], &[8], DType::F32).unwrap();
+        let mut y = layerzero_types::Tensor::zeros(&[1, 8], DType::F32).unwrap();
+        let block = registry.get_by_name("cuda.rms_norm.block").unwrap().id;
+        let code = registry.implementation(block).unwrap();
+        let mut args = layerzero_types::OpArgs::Norm(NormArgs {
+            input: x.view(),
+            weight: w.view(),
+            bias: None,
+            output: y.view_mut(),
+            eps: 1e-6,
+        });
+        let refused = code.call(&mut args).unwrap_err();
+        assert!(matches!(&refused, KernelError::InvalidArgument(m) if m.contains("got one on cpu")), "{refused}");
+    }
+
+    #[test]
+    fn specs_claim_cuda_bf16_f16_f32_and_what_each_variant_runs() {
+        let specs = cuda_kernel_specs().unwrap();
+        let get = |id: &str| specs.iter().find(|s| s.id.as_str() == id).unwrap();
+        for spec in &specs {
+            for dtype in CUDA_DTYPES {
+                assert!(spec.check(&ctx().dtype(dtype).build().unwrap()).is_ok(), "{} refuses {dtype}", spec.id);
+            }
+            let int8 = ctx().dtype(DType::I8).build().unwrap();
+            assert_eq!(spec.check(&int8).unwrap_err().constraint, Constraint::DType, "{}", spec.id);
+            let on_cpu = SelectionContext::builder().device(Device::Cpu).dtype(DType::F32).build().unwrap();
+            assert_eq!(spec.check(&on_cpu).unwrap_err().constraint, Constraint::Platform, "{}", spec.id);
+            let ampere = ctx().compute_capability(ComputeCapability::new(8, 0)).build().unwrap();
+            assert_eq!(spec.check(&ampere).is_ok(), spec.id.as_str() == "cuda.matmul.cublas", "{} on sm_80", spec.id);
+            let capturing = ctx().is_cuda_graph_capturing(true).build().unwrap();
+            assert_eq!(spec.check(&capturing).is_ok(), spec.id.as_str() != "cuda.matmul.cublas", "{}", spec.id);
+        }
+        let bhsd = ctx().layout(Layout::Bhsd).build().unwrap();
+        assert_eq!(get("cuda.rope.scalar").check(&bhsd).unwrap_err().constraint, Constraint::Layout);
+        let head_dim = |d| ctx().layout(Layout::Bshd).head_dim(d).build().unwrap();
+        assert!(get("cuda.rope.vector").check(&head_dim(128)).is_ok());
+        assert_eq!(get("cuda.rope.vector").check(&head_dim(72)).unwrap_err().constraint, Constraint::HeadDim);
+        assert!(get("cuda.rope.scalar").check(&head_dim(72)).is_ok());
+    }
+
+    #[test]
+    fn the_backend_is_unavailable_without_a_device() {
+        let backends = BackendRegistry::new();
+        register_cuda_backend(&backends, &[]).unwrap();
+        assert!(!backends.is_platform_available(Platform::Cuda));
+        assert!(matches!(backends.health("cuda"), Some(BackendHealth::Unavailable { .. })));
+    }
+}
