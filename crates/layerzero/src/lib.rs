@@ -85,3 +85,8 @@ pub mod selection {
         Constraint, ContextField, FieldValue, KernelSpec, Rejection, SelectionContext, SelectionContextBuilder,
     };
 }
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
