@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use layerzero::kernels::cuda::{self, CudaDevice};
 use layerzero::registry::{get_global_backend_registry, get_global_kernel_registry};
 use layerzero::types::{
-    AttentionArgs, Device, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle,
-    SwigluArgs, SwigluInput, Tensor, TensorView, TensorViewMut,
+    Device, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle, SwigluArgs,
+    SwigluInput, Tensor,
 };
 
 use super::layer::{Phase, Recorder, Step, add, narrow, types_error, widen};
@@ -191,7 +191,7 @@ pub(crate) fn forward<T: FloatElement + Default>(
     start: usize,
 ) -> Result<Tensor, CliError> {
     let s = ds.step.shapes;
-    let (h, qd, kvd, inter, hd) = (s.hidden, s.q_dim(), s.kv_dim(), s.intermediate, s.head_dim);
+    let (h, qd, kvd, inter) = (s.hidden, s.q_dim(), s.kv_dim(), s.intermediate);
     let rows = x.dims()[0];
     let end = start + rows;
     let gpu = ds.gpu;
@@ -210,29 +210,9 @@ pub(crate) fn forward<T: FloatElement + Default>(
     layer.k_cache[start * kvd..end * kvd].copy_from_slice(&download::<T>(&k)?);
     layer.v_cache[start * kvd..end * kvd].copy_from_slice(&download::<T>(&v)?);
     let mut copy_time = copies.elapsed();
-    let mut attended = vec![T::default(); rows * qd];
-    let operation = match phase {
-        Phase::Prefill => OperationType::AttentionCausal,
-        Phase::Decode => OperationType::AttentionDecode,
-    };
     let keys = &layer.k_cache[..end * kvd];
     let values = &layer.v_cache[..end * kvd];
-    let mut args = OpArgs::Attention(AttentionArgs {
-        query: TensorView::from_slice(&q_host, &[1, rows, s.heads, hd]).map_err(types_error)?,
-        key: TensorView::from_slice(keys, &[1, end, s.kv_heads, hd]).map_err(types_error)?,
-        value: TensorView::from_slice(values, &[1, end, s.kv_heads, hd]).map_err(types_error)?,
-        output: TensorViewMut::from_slice(&mut attended, &[1, rows, s.heads, hd]).map_err(types_error)?,
-        layout: Layout::Bshd,
-        is_causal: true,
-        scale: None,
-        window_size: None,
-    });
-    recorder.run(phase, ATTENTION_STAGE, operation, index, &mut args)?;
-    if recorder.check {
-        let expected =
-            reference::causal_attention(&widen(&q_host), &widen(keys), &widen(values), s.heads, s.kv_heads, hd);
-        recorder.record_check(phase, ATTENTION_STAGE, &attended, &expected);
-    }
+    let attended = super::layer::attend(recorder, phase, ATTENTION_STAGE, index, s, &q_host, keys, values)?;
     let copies = Instant::now();
     let attended = upload(gpu, attended, &[rows, qd])?;
     copy_time += copies.elapsed();

@@ -237,7 +237,7 @@ pub(crate) fn forward<T: FloatElement + Default>(
     start: usize,
 ) -> Result<Vec<T>, CliError> {
     let s = step.shapes;
-    let (h, qd, kvd, inter, hd) = (s.hidden, s.q_dim(), s.kv_dim(), s.intermediate, s.head_dim);
+    let (h, qd, kvd, inter) = (s.hidden, s.q_dim(), s.kv_dim(), s.intermediate);
     let rows = x.len() / h;
     let end = start + rows;
     let check = recorder.check;
@@ -264,28 +264,8 @@ pub(crate) fn forward<T: FloatElement + Default>(
     rope(recorder, phase, "rope_q", step, index, &mut q, s.heads, start)?;
     rope(recorder, phase, "rope_k", step, index, &mut layer.k_cache[start * kvd..end * kvd], s.kv_heads, start)?;
 
-    let mut attended = vec![T::default(); rows * qd];
-    let operation = match phase {
-        Phase::Prefill => OperationType::AttentionCausal,
-        Phase::Decode => OperationType::AttentionDecode,
-    };
-    let keys = &layer.k_cache[..end * kvd];
-    let values = &layer.v_cache[..end * kvd];
-    let mut args = OpArgs::Attention(AttentionArgs {
-        query: TensorView::from_slice(&q, &[1, rows, s.heads, hd]).map_err(types_error)?,
-        key: TensorView::from_slice(keys, &[1, end, s.kv_heads, hd]).map_err(types_error)?,
-        value: TensorView::from_slice(values, &[1, end, s.kv_heads, hd]).map_err(types_error)?,
-        output: TensorViewMut::from_slice(&mut attended, &[1, rows, s.heads, hd]).map_err(types_error)?,
-        layout: Layout::Bshd,
-        is_causal: true,
-        scale: None,
-        window_size: None,
-    });
-    recorder.run(phase, "attention", operation, index, &mut args)?;
-    if check {
-        let expected = reference::causal_attention(&widen(&q), &widen(keys), &widen(values), s.heads, s.kv_heads, hd);
-        recorder.record_check(phase, "attention", &attended, &expected);
-    }
+    let attended =
+        attend(recorder, phase, "attention", index, s, &q, &layer.k_cache[..end * kvd], &layer.v_cache[..end * kvd])?;
     let attention_out = linear(recorder, phase, "o_proj", index, &attended, &layer.o_proj, rows, qd, h)?;
     let residual = add(x, &attention_out);
 
@@ -312,6 +292,46 @@ pub(crate) fn forward<T: FloatElement + Default>(
 
 /// The residual add: not an operation LayerZero dispatches, so it runs here (in float32,
 /// rounded to the run's dtype, as a framework's add would).
+/// Causal attention of `q` (its rows the last of `keys`' positions) over `keys` and
+/// `values` (`[positions, kv_heads · head_dim]`), on host memory through the dispatcher,
+/// checked against the reference when the recorder checks; recorded under `stage`.
+#[allow(clippy::too_many_arguments)] // the layer's step: where, which layer, and the three inputs
+pub(crate) fn attend<T: FloatElement + Default>(
+    recorder: &mut Recorder<'_>,
+    phase: Phase,
+    stage: &'static str,
+    index: usize,
+    s: &Shapes,
+    q: &[T],
+    keys: &[T],
+    values: &[T],
+) -> Result<Vec<T>, CliError> {
+    let (qd, hd) = (s.q_dim(), s.head_dim);
+    let rows = q.len() / qd;
+    let end = keys.len() / s.kv_dim();
+    let mut attended = vec![T::default(); rows * qd];
+    let operation = match phase {
+        Phase::Prefill => OperationType::AttentionCausal,
+        Phase::Decode => OperationType::AttentionDecode,
+    };
+    let mut args = OpArgs::Attention(AttentionArgs {
+        query: TensorView::from_slice(q, &[1, rows, s.heads, hd]).map_err(types_error)?,
+        key: TensorView::from_slice(keys, &[1, end, s.kv_heads, hd]).map_err(types_error)?,
+        value: TensorView::from_slice(values, &[1, end, s.kv_heads, hd]).map_err(types_error)?,
+        output: TensorViewMut::from_slice(&mut attended, &[1, rows, s.heads, hd]).map_err(types_error)?,
+        layout: Layout::Bshd,
+        is_causal: true,
+        scale: None,
+        window_size: None,
+    });
+    recorder.run(phase, stage, operation, index, &mut args)?;
+    if recorder.check {
+        let expected = reference::causal_attention(&widen(q), &widen(keys), &widen(values), s.heads, s.kv_heads, hd);
+        recorder.record_check(phase, stage, &attended, &expected);
+    }
+    Ok(attended)
+}
+
 pub(crate) fn add<T: FloatElement>(a: &[T], b: &[T]) -> Vec<T> {
     a.iter().zip(b).map(|(x, y)| T::from_f32(x.to_f32() + y.to_f32())).collect()
 }
