@@ -13,7 +13,7 @@ use layerzero_types::{KernelId, KernelSpec, Operation, SelectionContext};
 use rustc_hash::FxHashMap;
 
 use crate::cache::{CacheKey, ContextKey, SelectionCache};
-use crate::program::RuleProgram;
+use crate::program::{PrefilterValues, RuleProgram};
 use crate::{CandidateRejection, RejectReason, Selection, SelectionError, SelectionReason};
 
 /// A registry the engine reads: a process-wide one (`&'static`) or a shared one (`Arc`).
@@ -242,7 +242,11 @@ pub(crate) fn decide(
         None => {
             let rules = state.policy.rules();
             let key = ContextKey::new(ctx);
-            let by_rule = plan.rules.iter().find_map(|planned| {
+            let values = PrefilterValues::new(&key);
+            let by_rule = plan.rules.iter().zip(plan.program.prefilters()).find_map(|(planned, prefilter)| {
+                if !prefilter.passes(&values) {
+                    return None;
+                }
                 let i = planned.candidate?;
                 let rule = &rules[planned.rule];
                 (plan.program.matches(planned.checks, &key, ctx, rules) && validity.is_valid(i))

@@ -48,12 +48,60 @@ impl Check {
 #[derive(Default)]
 pub(crate) struct RuleProgram {
     checks: Vec<Check>,
+    /// One per pushed rule, in push order: a necessary condition read from its first
+    /// check, tested before the rule's checks (see [`Prefilter`]).
+    prefilter: Vec<Prefilter>,
+}
+
+/// A rule's first check when it is an integer range (not negated), as a bare compare of
+/// one of [`PrefilterValues`]: `lo <= values[slot] <= hi`. Absent fields read as
+/// `u64::MAX`, past every `hi` (clamped to the `u32` values a context holds), so they
+/// fail as the check does. A rule whose first check is anything else gets slot
+/// [`ALWAYS`] (value 0) and the full range: it always passes to its checks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prefilter {
+    slot: u8,
+    lo: u64,
+    hi: u64,
+}
+
+/// The slot of [`PrefilterValues`] that is always 0.
+const ALWAYS: u8 = 11;
+
+/// The context's integer fields for [`Prefilter`]s: slot `s` as in [`int_slot`], absent
+/// as `u64::MAX`; slot [`ALWAYS`] 0.
+pub(crate) struct PrefilterValues([u64; 12]);
+
+impl PrefilterValues {
+    pub(crate) fn new(key: &ContextKey) -> PrefilterValues {
+        let mut values = [0u64; 12];
+        for (slot, value) in (0u8..).zip(values.iter_mut().take(usize::from(ALWAYS))) {
+            *value = key.int(slot).map_or(u64::MAX, u64::from);
+        }
+        PrefilterValues(values)
+    }
+}
+
+impl Prefilter {
+    /// Whether the rule may match (a cheap necessary condition).
+    #[inline]
+    pub(crate) fn passes(self, values: &PrefilterValues) -> bool {
+        let value = values.0[usize::from(self.slot) % 12];
+        self.lo <= value && value <= self.hi
+    }
 }
 
 impl RuleProgram {
     /// Lowers rule `index` of `rules` and returns the range of its checks.
     pub(crate) fn push(&mut self, rules: &[CompiledRule], index: usize) -> (u32, u32) {
         let start = self.checks.len();
+        let prefilter = match rules[index].conditions.first().map(|c| (int_slot(c.field()), c.test())) {
+            Some((Some(slot), ConditionTest::IntRange { lo, hi, negate: false })) => {
+                Prefilter { slot, lo, hi: hi.min(u64::from(u32::MAX)) }
+            }
+            _ => Prefilter { slot: ALWAYS, lo: 0, hi: u64::MAX },
+        };
+        self.prefilter.push(prefilter);
         for (c, condition) in rules[index].conditions.iter().enumerate() {
             let slow = Check::Slow {
                 rule: u32::try_from(index).unwrap_or(u32::MAX),
@@ -72,6 +120,11 @@ impl RuleProgram {
         }
         let end = self.checks.len();
         (u32::try_from(start).unwrap_or(u32::MAX), u32::try_from(end).unwrap_or(u32::MAX))
+    }
+
+    /// The prefilters, one per pushed rule in push order.
+    pub(crate) fn prefilters(&self) -> &[Prefilter] {
+        &self.prefilter
     }
 
     /// Whether every check in `range` holds for the context (`key` is `ctx` packed).
@@ -221,14 +274,26 @@ mod tests {
         assert!(fast * 10 >= rules.len() * 8, "most forms should lower: {fast} of {}", rules.len());
         for ctx in contexts() {
             let key = ContextKey::new(&ctx);
-            for (rule, &range) in rules.iter().zip(&ranges) {
-                assert_eq!(
-                    program.matches(range, &key, &ctx, &rules),
-                    rule.matches(&ctx),
-                    "{} on {ctx:?}",
-                    rule.conditions[0]
-                );
+            let values = PrefilterValues::new(&key);
+            for ((rule, &range), prefilter) in rules.iter().zip(&ranges).zip(program.prefilters()) {
+                let matches = rule.matches(&ctx);
+                assert_eq!(program.matches(range, &key, &ctx, &rules), matches, "{} on {ctx:?}", rule.conditions[0]);
+                // The prefilter is a necessary condition: it never drops a matching rule.
+                assert!(!matches || prefilter.passes(&values), "{} on {ctx:?}", rule.conditions[0]);
             }
         }
+        let (filtering, rejected) = rules.iter().zip(program.prefilters()).fold((0, 0), |(f, r), (rule, p)| {
+            let ctx = SelectionContext::default();
+            (
+                f + usize::from(p.slot != ALWAYS),
+                r + usize::from(
+                    p.slot != ALWAYS && !p.passes(&PrefilterValues::new(&ContextKey::new(&ctx))) && !rule.matches(&ctx),
+                ),
+            )
+        });
+        assert!(
+            filtering > 0 && rejected == filtering,
+            "integer first checks reject an empty context: {rejected} of {filtering}"
+        );
     }
 }
