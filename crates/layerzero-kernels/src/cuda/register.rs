@@ -185,13 +185,18 @@ pub enum RegisterError {
 }
 
 /// Registers every CUDA kernel, running on `devices`, all or none. Each device loads its
-/// modules first, so no dispatch (and no graph capture) pays for loading them. With no
+/// modules and opens its cuBLAS handle first, so no dispatch (and no graph capture) pays
+/// for either; a device whose cuBLAS cannot be opened still registers (its matmul calls
+/// fail with that error, and fall back). With no
 /// devices the kernels are registered (so explain and listings show them) but every call
 /// is a typed error; give the backend registry [`register_cuda_backend`] so selection
 /// never picks them there.
 pub fn register_cuda_kernels(registry: &KernelRegistry, devices: Arc<[CudaDevice]>) -> Result<(), RegisterError> {
     for gpu in devices.iter() {
         gpu.load_modules()?;
+        // A missing cuBLAS is not the other kernels' problem: the handle's error is kept
+        // and every matmul call on this device returns it (typed; fallbacks then run).
+        let _ = gpu.load_cublas();
     }
     let kernels = cuda_kernels(devices).map_err(RegistryError::from)?;
     Ok(registry.register_all_with_impls(kernels)?)
