@@ -58,7 +58,7 @@ fn covers(a: &OperationMatcher, b: &OperationMatcher) -> bool {
         return true;
     }
     match (a, b) {
-        (OperationMatcher::Glob { .. }, OperationMatcher::Exact(op)) => a.matches(*op),
+        (OperationMatcher::Glob(glob), OperationMatcher::Exact(op)) => glob.matches(*op),
         _ => false,
     }
 }
