@@ -992,7 +992,10 @@ mod tests {
     fn a_pattern_written_many_times_compiles_once() {
         let rule = |kernel: &str| crate::model::DispatchRule {
             operation: "attention.*".into(),
-            conditions: crate::model::OrderedMap(vec![("device_regex".into(), ConditionValue::Str("cuda:[01]".into()))]),
+            conditions: crate::model::OrderedMap(vec![(
+                "device_regex".into(),
+                ConditionValue::Str("cuda:[01]".into()),
+            )]),
             kernel: kernel.into(),
             priority: None,
         };
