@@ -650,14 +650,15 @@ fn kernel_id(name: &str) -> Result<KernelId, SchemaError> {
     })
 }
 
-/// Collects compile errors, prefixing each with the path of what failed.
+/// Collects compile errors, prefixing each with the path of what failed (written out
+/// only for an error).
 struct Errors(Vec<SchemaError>);
 
 impl Errors {
-    fn at<T>(&mut self, path: String, result: Result<T, SchemaError>) -> Option<T> {
+    fn at<T>(&mut self, path: impl FnOnce() -> String, result: Result<T, SchemaError>) -> Option<T> {
         result
             .map_err(|mut e| {
-                e.path = format!("{path}{}", e.path);
+                e.path.insert_str(0, &path());
                 self.0.push(e);
             })
             .ok()
@@ -724,7 +725,7 @@ impl Patterns {
         Patterns(
             list.iter()
                 .enumerate()
-                .filter_map(|(i, p)| errors.at(format!("{name}[{i}]"), patterns.glob(p)).map(|g| (p.clone(), g)))
+                .filter_map(|(i, p)| errors.at(|| format!("{name}[{i}]"), patterns.glob(p)).map(|g| (p.clone(), g)))
                 .collect(),
         )
     }
@@ -793,10 +794,10 @@ impl CompiledConfig {
         let mut errors = Errors(Vec::new());
         let mut patterns = PatternCache::default();
         if config.version.is_empty() {
-            errors.at("version".into(), Err::<(), _>(SchemaError::new("", "Missing required field")));
+            errors.at(|| "version".into(), Err::<(), _>(SchemaError::new("", "Missing required field")));
         } else if config.version != SCHEMA_VERSION {
             errors.at(
-                "version".into(),
+                || "version".into(),
                 Err::<(), _>(
                     SchemaError::new("", format!("Unsupported version, must be one of ['{SCHEMA_VERSION}']"))
                         .value(&config.version),
@@ -806,7 +807,7 @@ impl CompiledConfig {
         let default_priority = config.defaults.default_priority;
         if default_priority > 1000 {
             errors.at(
-                "defaults.default_priority".into(),
+                || "defaults.default_priority".into(),
                 Err::<(), _>(SchemaError::new("", "Must be between 0 and 1000").value(default_priority)),
             );
         }
@@ -814,27 +815,27 @@ impl CompiledConfig {
             .defaults
             .fallback_policy
             .as_deref()
-            .and_then(|name| errors.at("defaults.fallback_policy".into(), kernel_id(name)));
+            .and_then(|name| errors.at(|| "defaults.fallback_policy".into(), kernel_id(name)));
 
         let mut rules = Vec::with_capacity(config.dispatch_rules.len());
         for (index, rule) in config.dispatch_rules.iter().enumerate() {
-            let path = format!("dispatch_rules[{index}]");
-            let operation = errors.at(format!("{path}.operation"), patterns.operation(&rule.operation));
+            let path = || format!("dispatch_rules[{index}]");
+            let operation = errors.at(|| format!("{}.operation", path()), patterns.operation(&rule.operation));
             let conditions: Vec<_> = rule
                 .conditions
                 .iter()
                 .filter_map(|(key, value)| {
                     errors.at(
-                        key_path(&format!("{path}.conditions"), key),
+                        || key_path(&format!("{}.conditions", path()), key),
                         compile_condition_with(key, value, &mut patterns),
                     )
                 })
                 .collect();
-            let kernel = errors.at(format!("{path}.kernel"), kernel_id(&rule.kernel));
+            let kernel = errors.at(|| format!("{}.kernel", path()), kernel_id(&rule.kernel));
             let priority = rule.priority.unwrap_or(default_priority);
             if priority > 1000 {
                 errors.at(
-                    format!("{path}.priority"),
+                    || format!("{}.priority", path()),
                     Err::<(), _>(SchemaError::new("", "Must be between 0 and 1000").value(priority)),
                 );
             }
@@ -849,8 +850,8 @@ impl CompiledConfig {
 
         let mut locks = Vec::new();
         for (index, (operation, kernel)) in config.kernel_locks.iter().enumerate() {
-            let path = key_path("kernel_locks", operation);
-            let matcher = errors.at(path.clone(), patterns.operation(operation));
+            let path = || key_path("kernel_locks", operation);
+            let matcher = errors.at(path, patterns.operation(operation));
             let kernel = errors.at(path, kernel_id(kernel));
             if let (Some(operation), Some(kernel)) = (matcher, kernel) {
                 locks.push(CompiledLock { index, operation, kernel });
@@ -861,12 +862,12 @@ impl CompiledConfig {
         let denies = Patterns::compile(&mut errors, &mut patterns, "kernel_denies", &config.kernel_denies);
         let mut chains = Vec::new();
         for (operation, kernels) in config.fallback_chains.iter() {
-            let path = key_path("fallback_chains", operation);
-            let matcher = errors.at(path.clone(), patterns.operation(operation));
+            let path = || key_path("fallback_chains", operation);
+            let matcher = errors.at(path, patterns.operation(operation));
             let ids: Vec<_> = kernels
                 .iter()
                 .enumerate()
-                .filter_map(|(i, k)| errors.at(format!("{path}[{i}]"), kernel_id(k)))
+                .filter_map(|(i, k)| errors.at(|| format!("{}[{i}]", path()), kernel_id(k)))
                 .collect();
             if let Some(matcher) = matcher {
                 chains.push((matcher, ids));
