@@ -151,6 +151,11 @@ pub(crate) fn parse(source: &str) -> Result<Node, DocumentError> {
             position: Position::default(),
         });
     }
+    // Most rules files are plain block YAML, which the block reader reads for a fraction
+    // of the cost; it gives up on anything else, and yaml-rust2 reads that.
+    if let Some(node) = crate::block_yaml::parse(source) {
+        return Ok(node);
+    }
     match parse_yaml(source) {
         Ok(node) => Ok(node),
         Err(yaml_error) if source.trim_start().starts_with(['{', '[']) => parse_json(source).map_err(|_| yaml_error),
@@ -163,7 +168,7 @@ enum Open {
     Map(Vec<(Node, Node)>, Option<Node>, Position),
 }
 
-fn parse_yaml(source: &str) -> Result<Node, DocumentError> {
+pub(crate) fn parse_yaml(source: &str) -> Result<Node, DocumentError> {
     let mut parser = Parser::new_from_str(source);
     let mut stack: Vec<Open> = Vec::new();
     let mut root: Option<Node> = None;

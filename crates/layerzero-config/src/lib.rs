@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+mod block_yaml;
 mod catalog;
 mod compile;
 mod dispatch_config;
