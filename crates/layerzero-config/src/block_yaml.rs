@@ -10,6 +10,8 @@
 //! then reads the file, so what a file means, and every error it gets, does not depend on
 //! this reader. The tests check that the two agree wherever this one answers.
 
+use std::borrow::Cow;
+
 use crate::document::{MAX_DEPTH, MAX_NODES, Node, NodeKind, Position};
 
 /// A line with content: blank lines and comment-only lines are skipped.
@@ -107,7 +109,7 @@ struct Reader<'s> {
 }
 
 /// Reads `source`, or `None` when it is outside the subset this module reads.
-pub(crate) fn parse(source: &str) -> Option<Node> {
+pub(crate) fn parse(source: &str) -> Option<Node<'_>> {
     // yaml-rust2 reads `\r` as a line break and NUL as the end, even in a comment; tabs
     // and other control characters are left to it too.
     if source.bytes().any(|b| (b < b' ' && b != b'\n') || b == 0x7f) {
@@ -134,7 +136,7 @@ pub(crate) fn parse(source: &str) -> Option<Node> {
 }
 
 impl<'s> Reader<'s> {
-    fn node(&mut self, kind: NodeKind, position: Position) -> Option<Node> {
+    fn node(&mut self, kind: NodeKind<'s>, position: Position) -> Option<Node<'s>> {
         self.nodes += 1;
         (self.nodes < MAX_NODES).then_some(Node { kind, position })
     }
@@ -145,7 +147,7 @@ impl<'s> Reader<'s> {
 
     /// A block mapping whose first key starts at `column` of the current line, and whose
     /// other keys start lines indented by `column`; `depth` counts it.
-    fn map(&mut self, column: usize, depth: usize) -> Option<Node> {
+    fn map(&mut self, column: usize, depth: usize) -> Option<Node<'s>> {
         if depth >= MAX_DEPTH {
             return None;
         }
@@ -167,20 +169,20 @@ impl<'s> Reader<'s> {
     }
 
     /// The key starting at `at` of the current line, and where its `:` ends.
-    fn key(&mut self, at: usize) -> Option<(Node, usize)> {
+    fn key(&mut self, at: usize) -> Option<(Node<'s>, usize)> {
         let line = self.line()?;
         let (text, quoted, end) = word(line, at)?;
         if text.len() > MAX_KEY_BYTES || !ends_key(line, end) {
             return None;
         }
         let position = line.position(at);
-        let key = self.node(NodeKind::Scalar { text: text.to_owned(), quoted }, position)?;
+        let key = self.node(NodeKind::Scalar { text: Cow::Borrowed(text), quoted }, position)?;
         Some((key, end + 1))
     }
 
     /// The value after a key whose `:` ends at `after` on the current line: on that line,
     /// or a block on the lines below (a sequence may sit at the mapping's own indent).
-    fn value_of_key(&mut self, after: usize, map_indent: usize, depth: usize) -> Option<Node> {
+    fn value_of_key(&mut self, after: usize, map_indent: usize, depth: usize) -> Option<Node<'s>> {
         let line = self.line()?;
         let at = line.skip_spaces(after);
         if !matches!(line.byte(at), None | Some(b'#')) {
@@ -202,7 +204,7 @@ impl<'s> Reader<'s> {
 
     /// A block sequence whose entries' dashes sit at `indent`, from the current line;
     /// `indentless` when at its mapping's own indent.
-    fn seq(&mut self, indent: usize, indentless: bool, depth: usize) -> Option<Node> {
+    fn seq(&mut self, indent: usize, indentless: bool, depth: usize) -> Option<Node<'s>> {
         if depth >= MAX_DEPTH {
             return None;
         }
@@ -241,17 +243,17 @@ impl<'s> Reader<'s> {
     }
 
     /// A scalar or flow list starting at `at` of the current line and ending it.
-    fn inline_value(&mut self, at: usize, depth: usize) -> Option<Node> {
+    fn inline_value(&mut self, at: usize, depth: usize) -> Option<Node<'s>> {
         let line = self.line()?;
         let (kind, end) = match line.byte(at)? {
             b'[' => return self.flow_list(at, depth + 1),
             b'"' | b'\'' => {
                 let (text, end) = quoted(line, at)?;
-                (NodeKind::Scalar { text: text.to_owned(), quoted: true }, end)
+                (NodeKind::Scalar { text: Cow::Borrowed(text), quoted: true }, end)
             }
             _ => {
                 let (text, end) = plain_value(line, at)?;
-                (NodeKind::Scalar { text: text.to_owned(), quoted: false }, end)
+                (NodeKind::Scalar { text: Cow::Borrowed(text), quoted: false }, end)
             }
         };
         if !line.ends_after(end) {
@@ -262,7 +264,7 @@ impl<'s> Reader<'s> {
     }
 
     /// `[a, "b", c]` on one line, ending it.
-    fn flow_list(&mut self, open: usize, depth: usize) -> Option<Node> {
+    fn flow_list(&mut self, open: usize, depth: usize) -> Option<Node<'s>> {
         if depth >= MAX_DEPTH {
             return None;
         }
@@ -298,7 +300,7 @@ impl<'s> Reader<'s> {
         }
         let position = line.position(open);
         for (text, quoted, position) in scalars {
-            items.push(self.node(NodeKind::Scalar { text: text.to_owned(), quoted }, position)?);
+            items.push(self.node(NodeKind::Scalar { text: Cow::Borrowed(text), quoted }, position)?);
         }
         self.node(NodeKind::Seq(items), position)
     }
@@ -352,7 +354,7 @@ mod tests {
     use crate::document::parse_yaml;
 
     /// Where two trees first differ, for a readable failure.
-    fn difference(a: &Node, b: &Node, path: &str) -> Option<String> {
+    fn difference(a: &Node<'_>, b: &Node<'_>, path: &str) -> Option<String> {
         match (&a.kind, &b.kind) {
             (NodeKind::Seq(x), NodeKind::Seq(y)) if x.len() == y.len() => {
                 let inner =
@@ -373,7 +375,7 @@ mod tests {
         }
     }
 
-    fn assert_agrees(source: &str, fast: Node) {
+    fn assert_agrees(source: &str, fast: Node<'_>) {
         match parse_yaml(source) {
             Ok(slow) => assert!(fast == slow, "{source}\n{}", difference(&fast, &slow, "").unwrap_or_default()),
             Err(error) => panic!("{source}\nyaml-rust2 refuses it: {error:?}"),

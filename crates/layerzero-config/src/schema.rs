@@ -271,17 +271,17 @@ struct Reader {
 
 impl Reader {
     /// The position of every path that reading `root` visits.
-    fn positions(root: &Node) -> FxHashMap<String, Position> {
+    fn positions(root: &Node<'_>) -> FxHashMap<String, Position> {
         let mut reader = Reader { errors: Vec::new(), positions: Some(FxHashMap::default()) };
         reader.config(root);
         reader.positions.unwrap_or_default()
     }
 
-    fn error(&mut self, path: Path<'_>, message: &str, node: &Node) {
+    fn error(&mut self, path: Path<'_>, message: &str, node: &Node<'_>) {
         self.errors.push(SchemaError::new(path.to_string(), message).value(node.display_value()).at(node.position));
     }
 
-    fn visit(&mut self, path: Path<'_>, node: &Node) {
+    fn visit(&mut self, path: Path<'_>, node: &Node<'_>) {
         if let Some(positions) = &mut self.positions {
             positions.insert(path.to_string(), node.position);
         }
@@ -289,7 +289,7 @@ impl Reader {
 
     /// The entries of a mapping (key, key position, value), with duplicate and
     /// non-string keys reported.
-    fn entries<'n>(&mut self, path: Path<'_>, node: &'n Node) -> Vec<(&'n str, Position, &'n Node)> {
+    fn entries<'n, 's>(&mut self, path: Path<'_>, node: &'n Node<'s>) -> Vec<(&'n str, Position, &'n Node<'s>)> {
         self.visit(path, node);
         let NodeKind::Map(entries) = &node.kind else {
             if !node.is_null() {
@@ -297,7 +297,7 @@ impl Reader {
             }
             return Vec::new();
         };
-        let mut out: Vec<(&str, Position, &Node)> = Vec::with_capacity(entries.len());
+        let mut out: Vec<(&str, Position, &Node<'_>)> = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let NodeKind::Scalar { text, .. } = &key.kind else {
                 self.error(path, "Keys must be strings", key);
@@ -321,7 +321,7 @@ impl Reader {
         self.errors.push(error);
     }
 
-    fn string(&mut self, path: Path<'_>, node: &Node) -> Option<String> {
+    fn string(&mut self, path: Path<'_>, node: &Node<'_>) -> Option<String> {
         match node.scalar() {
             Some(Scalar::Str(s)) => Some(s.to_owned()),
             _ => {
@@ -331,7 +331,7 @@ impl Reader {
         }
     }
 
-    fn strings(&mut self, path: Path<'_>, node: &Node) -> Vec<String> {
+    fn strings(&mut self, path: Path<'_>, node: &Node<'_>) -> Vec<String> {
         self.visit(path, node);
         match &node.kind {
             NodeKind::Seq(items) => items
@@ -351,7 +351,7 @@ impl Reader {
         }
     }
 
-    fn priority(&mut self, path: Path<'_>, node: &Node) -> Option<u32> {
+    fn priority(&mut self, path: Path<'_>, node: &Node<'_>) -> Option<u32> {
         match node.scalar() {
             Some(Scalar::Int(p)) if (0..=1000).contains(&p) => u32::try_from(p).ok(),
             Some(Scalar::Int(_)) => {
@@ -365,7 +365,7 @@ impl Reader {
         }
     }
 
-    fn config(&mut self, root: &Node) -> KernelsConfig {
+    fn config(&mut self, root: &Node<'_>) -> KernelsConfig {
         let mut config = KernelsConfig::default();
         if !matches!(root.kind, NodeKind::Map(_)) {
             self.errors.push(SchemaError::new("", "Config must be a mapping").at(root.position));
@@ -376,7 +376,7 @@ impl Reader {
             match key {
                 "version" => {
                     config.version = match &node.kind {
-                        NodeKind::Scalar { text, .. } => text.clone(),
+                        NodeKind::Scalar { text, .. } => text.to_string(),
                         _ => {
                             self.error(path, "Must be string", node);
                             continue;
@@ -420,7 +420,7 @@ impl Reader {
         config
     }
 
-    fn defaults(&mut self, node: &Node) -> Defaults {
+    fn defaults(&mut self, node: &Node<'_>) -> Defaults {
         let path = Path::Key(&Path::Root, "defaults");
         let mut defaults = Defaults::default();
         for (key, key_position, value) in self.entries(path, node) {
@@ -438,7 +438,7 @@ impl Reader {
         defaults
     }
 
-    fn rule(&mut self, index: usize, node: &Node) -> DispatchRule {
+    fn rule(&mut self, index: usize, node: &Node<'_>) -> DispatchRule {
         let path = Path::Index(&Path::DISPATCH_RULES, index);
         let mut rule = DispatchRule::default();
         if !matches!(node.kind, NodeKind::Map(_)) {
@@ -467,7 +467,7 @@ impl Reader {
         rule
     }
 
-    fn condition_value(&mut self, path: Path<'_>, node: &Node, list_allowed: bool) -> Option<ConditionValue> {
+    fn condition_value(&mut self, path: Path<'_>, node: &Node<'_>, list_allowed: bool) -> Option<ConditionValue> {
         Some(match (&node.kind, node.scalar()) {
             (NodeKind::Seq(items), _) if list_allowed => ConditionValue::List(
                 items
