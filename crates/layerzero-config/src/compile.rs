@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::io::Write as _;
+use std::sync::Arc;
 
 use globset::{Glob, GlobMatcher};
 use layerzero_types::{
@@ -11,6 +12,7 @@ use layerzero_types::{
     SelectionContext, TypesError, nearest_name,
 };
 use regex::{Regex, RegexBuilder};
+use rustc_hash::FxHashMap;
 
 use crate::model::{ConditionValue, KernelsConfig, SCHEMA_VERSION};
 use crate::schema::{SchemaError, key_path};
@@ -170,8 +172,8 @@ enum Test {
     Order(Operator, FieldValue),
     In(Box<[FieldValue]>),
     NotIn(Box<[FieldValue]>),
-    Glob(GlobMatcher),
-    Regex(Regex),
+    Glob(Arc<GlobMatcher>),
+    Regex(Arc<Regex>),
 }
 
 impl CompiledCondition {
@@ -398,6 +400,15 @@ pub(crate) fn compile_glob(pattern: &str) -> Result<GlobMatcher, SchemaError> {
 /// assert_eq!(err.to_string(), ": Must be integer (8)");
 /// ```
 pub fn compile_condition(key: &str, value: &ConditionValue) -> Result<CompiledCondition, SchemaError> {
+    compile_condition_with(key, value, &mut PatternCache::default())
+}
+
+/// [`compile_condition`], taking `_match` and `_regex` patterns from `patterns`.
+fn compile_condition_with<'a>(
+    key: &str,
+    value: &'a ConditionValue,
+    patterns: &mut PatternCache<'a>,
+) -> Result<CompiledCondition, SchemaError> {
     let (field, op) = parse_condition_key(key)?;
     let kind = field.kind();
     let list = |items: &[ConditionValue]| -> Result<Box<[FieldValue]>, SchemaError> {
@@ -439,17 +450,9 @@ pub fn compile_condition(key: &str, value: &ConditionValue) -> Result<CompiledCo
             }
             let pattern = pattern_text(v)?;
             if op == Operator::Match {
-                Test::Glob(compile_glob(pattern)?)
+                Test::Glob(patterns.glob(pattern)?)
             } else {
-                let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .dfa_size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                    .map_err(|err| {
-                        let first_line = err.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                        SchemaError::new("", "Invalid regex").value(pattern).hint(Some(first_line))
-                    })?;
-                Test::Regex(regex)
+                Test::Regex(patterns.regex(pattern)?)
             }
         }
     };
@@ -462,9 +465,120 @@ pub fn compile_condition(key: &str, value: &ConditionValue) -> Result<CompiledCo
     Ok(CompiledCondition { key: key.to_owned(), value: value.clone(), field, test })
 }
 
+/// Compiles a condition's regex, anchored so that it must match the whole value.
+fn compile_regex(pattern: &str) -> Result<Regex, SchemaError> {
+    RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|err| {
+            let first_line = err.to_string().lines().last().unwrap_or_default().trim().to_owned();
+            SchemaError::new("", "Invalid regex").value(pattern).hint(Some(first_line))
+        })
+}
+
+/// The patterns of one file compiled so far, by their text: a pattern written on many
+/// rules (the usual `attention.*`) compiles once, and its rules share the automaton.
+/// Only successes are kept; a bad pattern is compiled again, for its error, where it
+/// is written again.
+#[derive(Default)]
+struct PatternCache<'a> {
+    operations: FxHashMap<&'a str, OperationMatcher>,
+    globs: FxHashMap<&'a str, Arc<GlobMatcher>>,
+    regexes: FxHashMap<&'a str, Arc<Regex>>,
+}
+
+impl<'a> PatternCache<'a> {
+    fn operation(&mut self, text: &'a str) -> Result<OperationMatcher, SchemaError> {
+        if let Some(matcher) = self.operations.get(text) {
+            return Ok(matcher.clone());
+        }
+        let matcher = OperationMatcher::parse(text)?;
+        self.operations.insert(text, matcher.clone());
+        Ok(matcher)
+    }
+
+    fn glob(&mut self, pattern: &'a str) -> Result<Arc<GlobMatcher>, SchemaError> {
+        if let Some(glob) = self.globs.get(pattern) {
+            return Ok(Arc::clone(glob));
+        }
+        let glob = Arc::new(compile_glob(pattern)?);
+        self.globs.insert(pattern, Arc::clone(&glob));
+        Ok(glob)
+    }
+
+    fn regex(&mut self, pattern: &'a str) -> Result<Arc<Regex>, SchemaError> {
+        if let Some(regex) = self.regexes.get(pattern) {
+            return Ok(Arc::clone(regex));
+        }
+        let regex = Arc::new(compile_regex(pattern)?);
+        self.regexes.insert(pattern, Arc::clone(&regex));
+        Ok(regex)
+    }
+}
+
 fn int_test(get: fn(&SelectionContext) -> Option<u32>, op: Operator, n: u64) -> Test {
     let (lo, hi, negate) = int_range(op, n);
     Test::IntRange { get, lo, hi, negate }
+}
+
+/// A set of known operations ([`OperationType`]), one bit per [`OperationType::index`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KnownOperations(u16);
+
+const _: () = assert!(OperationType::COUNT <= 16, "KnownOperations holds one bit per known operation");
+
+impl KnownOperations {
+    fn of(operation: OperationType) -> KnownOperations {
+        KnownOperations(1 << operation.index())
+    }
+
+    pub(crate) fn contains(self, operation: OperationType) -> bool {
+        self.0 & (1 << operation.index()) != 0
+    }
+
+    pub(crate) fn iter(self) -> impl Iterator<Item = OperationType> {
+        OperationType::ALL.into_iter().filter(move |&op| self.contains(op))
+    }
+}
+
+/// An operation glob, compiled: the pattern as written, its matcher, and the known
+/// operations it matches, found once when it compiles (so that matching a known
+/// operation is a bit test). Cloning it shares it: every rule, lock and chain of a file
+/// that writes the same pattern holds one compiled glob.
+#[derive(Clone, Debug)]
+pub struct OperationGlob(Arc<OperationGlobParts>);
+
+#[derive(Debug)]
+struct OperationGlobParts {
+    pattern: String,
+    matcher: GlobMatcher,
+    known: KnownOperations,
+}
+
+impl OperationGlob {
+    fn new(pattern: &str) -> Result<OperationGlob, SchemaError> {
+        let matcher = compile_glob(pattern)?;
+        let known = OperationType::ALL
+            .into_iter()
+            .filter(|op| matcher.is_match(op.as_str()))
+            .fold(KnownOperations::default(), |set, op| KnownOperations(set.0 | KnownOperations::of(op).0));
+        Ok(OperationGlob(Arc::new(OperationGlobParts { pattern: pattern.to_owned(), matcher, known })))
+    }
+
+    /// The glob as written.
+    pub fn as_str(&self) -> &str {
+        &self.0.pattern
+    }
+
+    /// Whether the operation's name matches: a bit test for a known operation, the glob
+    /// for a custom one.
+    pub fn matches(&self, operation: Operation) -> bool {
+        match operation.known() {
+            Some(op) => self.0.known.contains(op),
+            None => self.0.matcher.is_match(operation.as_str()),
+        }
+    }
 }
 
 /// Which operations a rule, lock or chain applies to: one name, or a glob.
@@ -473,12 +587,7 @@ pub enum OperationMatcher {
     /// Exactly this operation.
     Exact(Operation),
     /// Operations whose name matches the glob.
-    Glob {
-        /// The glob as written.
-        pattern: String,
-        /// Its compiled form.
-        matcher: GlobMatcher,
-    },
+    Glob(OperationGlob),
 }
 
 impl OperationMatcher {
@@ -488,7 +597,7 @@ impl OperationMatcher {
             return Err(SchemaError::new("", "Missing required field"));
         }
         if text.contains(['*', '?', '[', '{']) {
-            return Ok(OperationMatcher::Glob { pattern: text.to_owned(), matcher: compile_glob(text)? });
+            return OperationGlob::new(text).map(OperationMatcher::Glob);
         }
         Operation::parse(text).map(OperationMatcher::Exact).map_err(|err| match err {
             TypesError::UnknownOperation { suggestion, .. } => {
@@ -502,7 +611,15 @@ impl OperationMatcher {
     pub fn matches(&self, operation: Operation) -> bool {
         match self {
             OperationMatcher::Exact(op) => *op == operation,
-            OperationMatcher::Glob { matcher, .. } => matcher.is_match(operation.as_str()),
+            OperationMatcher::Glob(glob) => glob.matches(operation),
+        }
+    }
+
+    /// The known operations matched.
+    pub(crate) fn known_operations(&self) -> KnownOperations {
+        match self {
+            OperationMatcher::Exact(op) => op.known().map(KnownOperations::of).unwrap_or_default(),
+            OperationMatcher::Glob(glob) => glob.0.known,
         }
     }
 
@@ -515,7 +632,7 @@ impl OperationMatcher {
     pub fn as_str(&self) -> &str {
         match self {
             OperationMatcher::Exact(op) => op.as_str(),
-            OperationMatcher::Glob { pattern, .. } => pattern,
+            OperationMatcher::Glob(glob) => glob.as_str(),
         }
     }
 }
@@ -533,14 +650,15 @@ fn kernel_id(name: &str) -> Result<KernelId, SchemaError> {
     })
 }
 
-/// Collects compile errors, prefixing each with the path of what failed.
+/// Collects compile errors, prefixing each with the path of what failed (written out
+/// only for an error).
 struct Errors(Vec<SchemaError>);
 
 impl Errors {
-    fn at<T>(&mut self, path: String, result: Result<T, SchemaError>) -> Option<T> {
+    fn at<T>(&mut self, path: impl FnOnce() -> String, result: Result<T, SchemaError>) -> Option<T> {
         result
             .map_err(|mut e| {
-                e.path = format!("{path}{}", e.path);
+                e.path.insert_str(0, &path());
                 self.0.push(e);
             })
             .ok()
@@ -600,9 +718,18 @@ pub enum KernelPolicy<'a> {
 }
 
 #[derive(Clone, Debug)]
-struct Patterns(Vec<(String, GlobMatcher)>);
+struct Patterns(Vec<(String, Arc<GlobMatcher>)>);
 
 impl Patterns {
+    fn compile<'a>(errors: &mut Errors, patterns: &mut PatternCache<'a>, name: &str, list: &'a [String]) -> Patterns {
+        Patterns(
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, p)| errors.at(|| format!("{name}[{i}]"), patterns.glob(p)).map(|g| (p.clone(), g)))
+                .collect(),
+        )
+    }
+
     fn first_match(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(_, glob)| glob.is_match(name)).map(|(p, _)| p.as_str())
     }
@@ -665,11 +792,12 @@ impl CompiledConfig {
     /// [`crate::ConfigSchema::load`] adds them for files).
     pub fn compile(config: &KernelsConfig) -> Result<CompiledConfig, Vec<SchemaError>> {
         let mut errors = Errors(Vec::new());
+        let mut patterns = PatternCache::default();
         if config.version.is_empty() {
-            errors.at("version".into(), Err::<(), _>(SchemaError::new("", "Missing required field")));
+            errors.at(|| "version".into(), Err::<(), _>(SchemaError::new("", "Missing required field")));
         } else if config.version != SCHEMA_VERSION {
             errors.at(
-                "version".into(),
+                || "version".into(),
                 Err::<(), _>(
                     SchemaError::new("", format!("Unsupported version, must be one of ['{SCHEMA_VERSION}']"))
                         .value(&config.version),
@@ -679,7 +807,7 @@ impl CompiledConfig {
         let default_priority = config.defaults.default_priority;
         if default_priority > 1000 {
             errors.at(
-                "defaults.default_priority".into(),
+                || "defaults.default_priority".into(),
                 Err::<(), _>(SchemaError::new("", "Must be between 0 and 1000").value(default_priority)),
             );
         }
@@ -687,24 +815,27 @@ impl CompiledConfig {
             .defaults
             .fallback_policy
             .as_deref()
-            .and_then(|name| errors.at("defaults.fallback_policy".into(), kernel_id(name)));
+            .and_then(|name| errors.at(|| "defaults.fallback_policy".into(), kernel_id(name)));
 
         let mut rules = Vec::with_capacity(config.dispatch_rules.len());
         for (index, rule) in config.dispatch_rules.iter().enumerate() {
-            let path = format!("dispatch_rules[{index}]");
-            let operation = errors.at(format!("{path}.operation"), OperationMatcher::parse(&rule.operation));
+            let path = || format!("dispatch_rules[{index}]");
+            let operation = errors.at(|| format!("{}.operation", path()), patterns.operation(&rule.operation));
             let conditions: Vec<_> = rule
                 .conditions
                 .iter()
                 .filter_map(|(key, value)| {
-                    errors.at(key_path(&format!("{path}.conditions"), key), compile_condition(key, value))
+                    errors.at(
+                        || key_path(&format!("{}.conditions", path()), key),
+                        compile_condition_with(key, value, &mut patterns),
+                    )
                 })
                 .collect();
-            let kernel = errors.at(format!("{path}.kernel"), kernel_id(&rule.kernel));
+            let kernel = errors.at(|| format!("{}.kernel", path()), kernel_id(&rule.kernel));
             let priority = rule.priority.unwrap_or(default_priority);
             if priority > 1000 {
                 errors.at(
-                    format!("{path}.priority"),
+                    || format!("{}.priority", path()),
                     Err::<(), _>(SchemaError::new("", "Must be between 0 and 1000").value(priority)),
                 );
             }
@@ -719,32 +850,24 @@ impl CompiledConfig {
 
         let mut locks = Vec::new();
         for (index, (operation, kernel)) in config.kernel_locks.iter().enumerate() {
-            let path = key_path("kernel_locks", operation);
-            let matcher = errors.at(path.clone(), OperationMatcher::parse(operation));
+            let path = || key_path("kernel_locks", operation);
+            let matcher = errors.at(path, patterns.operation(operation));
             let kernel = errors.at(path, kernel_id(kernel));
             if let (Some(operation), Some(kernel)) = (matcher, kernel) {
                 locks.push(CompiledLock { index, operation, kernel });
             }
         }
-        let patterns = |errors: &mut Errors, name: &str, list: &[String]| {
-            Patterns(
-                list.iter()
-                    .enumerate()
-                    .filter_map(|(i, p)| errors.at(format!("{name}[{i}]"), compile_glob(p)).map(|g| (p.clone(), g)))
-                    .collect(),
-            )
-        };
-        let allows =
-            (!config.kernel_allows.is_empty()).then(|| patterns(&mut errors, "kernel_allows", &config.kernel_allows));
-        let denies = patterns(&mut errors, "kernel_denies", &config.kernel_denies);
+        let allows = (!config.kernel_allows.is_empty())
+            .then(|| Patterns::compile(&mut errors, &mut patterns, "kernel_allows", &config.kernel_allows));
+        let denies = Patterns::compile(&mut errors, &mut patterns, "kernel_denies", &config.kernel_denies);
         let mut chains = Vec::new();
         for (operation, kernels) in config.fallback_chains.iter() {
-            let path = key_path("fallback_chains", operation);
-            let matcher = errors.at(path.clone(), OperationMatcher::parse(operation));
+            let path = || key_path("fallback_chains", operation);
+            let matcher = errors.at(path, patterns.operation(operation));
             let ids: Vec<_> = kernels
                 .iter()
                 .enumerate()
-                .filter_map(|(i, k)| errors.at(format!("{path}[{i}]"), kernel_id(k)))
+                .filter_map(|(i, k)| errors.at(|| format!("{}[{i}]", path()), kernel_id(k)))
                 .collect();
             if let Some(matcher) = matcher {
                 chains.push((matcher, ids));
@@ -753,13 +876,12 @@ impl CompiledConfig {
         if !errors.0.is_empty() {
             return Err(errors.0);
         }
-        let rules_by_known_operation = OperationType::ALL
-            .iter()
-            .map(|&op| {
-                let op = Operation::Known(op);
-                (0u32..).zip(&rules).filter(|(_, rule)| rule.operation.matches(op)).map(|(i, _)| i).collect()
-            })
-            .collect();
+        let mut rules_by_known_operation = vec![Vec::new(); OperationType::COUNT];
+        for (i, rule) in (0u32..).zip(&rules) {
+            for op in rule.operation.known_operations().iter() {
+                rules_by_known_operation[op.index()].push(i);
+            }
+        }
         Ok(CompiledConfig {
             rules,
             rules_by_known_operation,
@@ -851,5 +973,47 @@ mod tests {
         assert!(holds("batch_size_gt", i64::from(u32::MAX) - 1, u32::MAX));
         assert!(holds("batch_size_ne", 1, 0) && !holds("batch_size_ne", 0, 0));
         assert!(holds("batch_size_eq", i64::from(u32::MAX), u32::MAX));
+    }
+
+    #[test]
+    fn an_operation_glob_matches_known_operations_as_its_glob_does() {
+        let custom = Operation::parse("moe.topk_gating").unwrap();
+        for pattern in ["attention.*", "*", "*norm*", "attention.{causal,full}", "r?pe", "[mr]*", "moe.*"] {
+            let glob = Glob::new(pattern).unwrap().compile_matcher();
+            let OperationMatcher::Glob(compiled) = OperationMatcher::parse(pattern).unwrap() else {
+                panic!("{pattern} is a glob")
+            };
+            for op in OperationType::ALL.map(Operation::from).into_iter().chain([custom]) {
+                assert_eq!(compiled.matches(op), glob.is_match(op.as_str()), "{pattern} on {}", op.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn a_pattern_written_many_times_compiles_once() {
+        let rule = |kernel: &str| crate::model::DispatchRule {
+            operation: "attention.*".into(),
+            conditions: crate::model::OrderedMap(vec![(
+                "device_regex".into(),
+                ConditionValue::Str("cuda:[01]".into()),
+            )]),
+            kernel: kernel.into(),
+            priority: None,
+        };
+        let config = KernelsConfig {
+            version: SCHEMA_VERSION.into(),
+            dispatch_rules: vec![rule("a"), rule("b")],
+            ..KernelsConfig::default()
+        };
+        let compiled = CompiledConfig::compile(&config).unwrap();
+        let [a, b] = compiled.rules() else { panic!("two rules") };
+        let (OperationMatcher::Glob(a_glob), OperationMatcher::Glob(b_glob)) = (&a.operation, &b.operation) else {
+            panic!("glob operations")
+        };
+        assert!(Arc::ptr_eq(&a_glob.0, &b_glob.0));
+        let (Test::Regex(a_regex), Test::Regex(b_regex)) = (&a.conditions[0].test, &b.conditions[0].test) else {
+            panic!("regex conditions")
+        };
+        assert!(Arc::ptr_eq(a_regex, b_regex));
     }
 }

@@ -4,6 +4,7 @@
 //! The tree is built from `yaml-rust2`'s event parser with an explicit stack, under limits
 //! on input size, nesting depth and node count: hostile input gets an error, not a crash.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -41,20 +42,20 @@ impl fmt::Display for Position {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Node {
-    pub(crate) kind: NodeKind,
+pub(crate) struct Node<'s> {
+    pub(crate) kind: NodeKind<'s>,
     pub(crate) position: Position,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum NodeKind {
+pub(crate) enum NodeKind<'s> {
     /// A scalar as written, and whether it was quoted (a quoted scalar is always a string).
     Scalar {
-        text: String,
+        text: Cow<'s, str>,
         quoted: bool,
     },
-    Seq(Vec<Node>),
-    Map(Vec<(Node, Node)>),
+    Seq(Vec<Node<'s>>),
+    Map(Vec<(Node<'s>, Node<'s>)>),
 }
 
 /// A scalar's meaning under YAML 1.2's core schema.
@@ -67,13 +68,13 @@ pub(crate) enum Scalar<'a> {
     Str(&'a str),
 }
 
-impl Node {
+impl Node<'_> {
     pub(crate) fn scalar(&self) -> Option<Scalar<'_>> {
         let NodeKind::Scalar { text, quoted } = &self.kind else { return None };
         if *quoted {
             return Some(Scalar::Str(text));
         }
-        Some(match text.as_str() {
+        Some(match text.as_ref() {
             "" | "~" | "null" | "Null" | "NULL" => Scalar::Null,
             "true" | "True" | "TRUE" => Scalar::Bool(true),
             "false" | "False" | "FALSE" => Scalar::Bool(false),
@@ -97,7 +98,7 @@ impl Node {
     /// The scalar's text as written (for messages), or a short description of a collection.
     pub(crate) fn display_value(&self) -> String {
         match &self.kind {
-            NodeKind::Scalar { text, .. } => text.clone(),
+            NodeKind::Scalar { text, .. } => text.to_string(),
             NodeKind::Seq(_) => "a list".to_owned(),
             NodeKind::Map(_) => "a mapping".to_owned(),
         }
@@ -144,12 +145,17 @@ fn position(marker: &Marker) -> Position {
 }
 
 /// Parses one YAML document (JSON is YAML too; JSON that YAML rejects is read as JSON).
-pub(crate) fn parse(source: &str) -> Result<Node, DocumentError> {
+pub(crate) fn parse(source: &str) -> Result<Node<'_>, DocumentError> {
     if source.len() > MAX_DOCUMENT_BYTES {
         return Err(DocumentError {
             message: format!("Document is too large ({} bytes, at most {MAX_DOCUMENT_BYTES})", source.len()),
             position: Position::default(),
         });
+    }
+    // Most rules files are plain block YAML, which the block reader reads for a fraction
+    // of the cost; it gives up on anything else, and yaml-rust2 reads that.
+    if let Some(node) = crate::block_yaml::parse(source) {
+        return Ok(node);
     }
     match parse_yaml(source) {
         Ok(node) => Ok(node),
@@ -159,14 +165,14 @@ pub(crate) fn parse(source: &str) -> Result<Node, DocumentError> {
 }
 
 enum Open {
-    Seq(Vec<Node>, Position),
-    Map(Vec<(Node, Node)>, Option<Node>, Position),
+    Seq(Vec<Node<'static>>, Position),
+    Map(Vec<(Node<'static>, Node<'static>)>, Option<Node<'static>>, Position),
 }
 
-fn parse_yaml(source: &str) -> Result<Node, DocumentError> {
+pub(crate) fn parse_yaml(source: &str) -> Result<Node<'static>, DocumentError> {
     let mut parser = Parser::new_from_str(source);
     let mut stack: Vec<Open> = Vec::new();
-    let mut root: Option<Node> = None;
+    let mut root: Option<Node<'static>> = None;
     let mut nodes = 0usize;
     let error = |message: String, at: Position| DocumentError { message, position: at };
     loop {
@@ -193,9 +199,10 @@ fn parse_yaml(source: &str) -> Result<Node, DocumentError> {
                 });
                 continue;
             }
-            Event::Scalar(text, style, _, _) => {
-                Node { kind: NodeKind::Scalar { text, quoted: style != TScalarStyle::Plain }, position: at }
-            }
+            Event::Scalar(text, style, _, _) => Node {
+                kind: NodeKind::Scalar { text: Cow::Owned(text), quoted: style != TScalarStyle::Plain },
+                position: at,
+            },
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
                 Some(Open::Seq(items, start)) => Node { kind: NodeKind::Seq(items), position: start },
                 Some(Open::Map(entries, _, start)) => {
@@ -221,19 +228,22 @@ fn parse_yaml(source: &str) -> Result<Node, DocumentError> {
         }
     }
     Ok(root.unwrap_or(Node {
-        kind: NodeKind::Scalar { text: String::new(), quoted: false },
+        kind: NodeKind::Scalar { text: Cow::Borrowed(""), quoted: false },
         position: Position { line: 1, column: 1 },
     }))
 }
 
-fn parse_json(source: &str) -> Result<Node, serde_json::Error> {
+fn parse_json(source: &str) -> Result<Node<'static>, serde_json::Error> {
     let value: serde_json::Value = serde_json::from_str(source)?;
     Ok(from_json(value, 0))
 }
 
-fn from_json(value: serde_json::Value, depth: usize) -> Node {
+fn from_json(value: serde_json::Value, depth: usize) -> Node<'static> {
     use serde_json::Value;
-    let scalar = |text: String, quoted| Node { kind: NodeKind::Scalar { text, quoted }, position: Position::default() };
+    let scalar = |text: String, quoted| Node {
+        kind: NodeKind::Scalar { text: Cow::Owned(text), quoted },
+        position: Position::default(),
+    };
     match value {
         Value::Null => scalar("null".into(), false),
         Value::Bool(b) => scalar(b.to_string(), false),
@@ -256,7 +266,7 @@ fn from_json(value: serde_json::Value, depth: usize) -> Node {
 mod tests {
     use super::*;
 
-    fn map(node: &Node) -> &[(Node, Node)] {
+    fn map<'n, 's>(node: &'n Node<'s>) -> &'n [(Node<'s>, Node<'s>)] {
         match &node.kind {
             NodeKind::Map(entries) => entries,
             other => panic!("expected a map, got {other:?}"),

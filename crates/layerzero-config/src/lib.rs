@@ -47,6 +47,7 @@
 
 #![forbid(unsafe_code)]
 
+mod block_yaml;
 mod catalog;
 mod compile;
 mod dispatch_config;
@@ -59,7 +60,7 @@ mod schema;
 pub use catalog::KernelCatalog;
 pub use compile::{
     CompiledCondition, CompiledConfig, CompiledLock, CompiledRule, ConditionTest, KernelPolicy, MAX_PATTERN_BYTES,
-    OperationMatcher, Operator, compile_condition, parse_condition_key,
+    OperationGlob, OperationMatcher, Operator, compile_condition, parse_condition_key,
 };
 pub use dispatch_config::{DispatchConfig, DispatchConfigBuilder, DispatchMode};
 pub use document::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NODES, Position};

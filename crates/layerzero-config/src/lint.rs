@@ -2,12 +2,15 @@
 
 use std::fmt;
 
+use std::hash::{Hash, Hasher};
+
 use layerzero_types::KernelId;
+use rustc_hash::{FxHashMap, FxHasher};
 use serde::Serialize;
 
-use crate::compile::{CompiledConfig, KernelPolicy, OperationMatcher};
+use crate::compile::{CompiledConfig, CompiledRule, KernelPolicy, OperationMatcher};
 use crate::document::Position;
-use crate::model::KernelsConfig;
+use crate::model::{ConditionValue, KernelsConfig};
 use crate::schema::key_path;
 
 /// Something a rules file allows but probably does not mean: a rule that can never
@@ -58,41 +61,115 @@ fn covers(a: &OperationMatcher, b: &OperationMatcher) -> bool {
         return true;
     }
     match (a, b) {
-        (OperationMatcher::Glob { .. }, OperationMatcher::Exact(op)) => a.matches(*op),
+        (OperationMatcher::Glob(glob), OperationMatcher::Exact(op)) => glob.matches(*op),
         _ => false,
     }
 }
 
+/// Each rule shadowed by an earlier rule in evaluation order (priority, then file
+/// order), with the first such rule: one that covers its operation with a subset of its
+/// conditions, and so matches whenever it does.
+///
+/// Rather than compare every pair of rules, each earlier rule is filed under one of its
+/// conditions, the one fewest rules share (or under "no conditions"): a rule it shadows
+/// has that condition too, so a later rule looks only in the files of its own
+/// conditions. The index only narrows the search; the comparison is the full one.
+fn shadowed_rules<'c>(
+    config: &KernelsConfig,
+    compiled: &'c CompiledConfig,
+) -> Vec<(&'c CompiledRule, &'c CompiledRule)> {
+    let rules = compiled.rules();
+    let conditions = |rule: &CompiledRule| &config.dispatch_rules[rule.index].conditions;
+    let mut sharing: FxHashMap<u64, u32> = FxHashMap::default();
+    for rule in rules {
+        for (key, value) in conditions(rule).iter() {
+            *sharing.entry(condition_hash(key, value)).or_default() += 1;
+        }
+    }
+    let mut unconditional: Vec<usize> = Vec::new();
+    let mut filed: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+    let mut out = Vec::new();
+    let mut files: Vec<u64> = Vec::new();
+    for (later_pos, later) in rules.iter().enumerate() {
+        let later_conditions = conditions(later);
+        files.clear();
+        files.extend(later_conditions.iter().map(|(key, value)| condition_hash(key, value)));
+        files.sort_unstable();
+        files.dedup();
+        // The first (in evaluation order) earlier rule that shadows this one: each file
+        // is in evaluation order, so each is read up to its first hit or the best so far.
+        let mut shadow = later_pos;
+        for file in std::iter::once(&unconditional).chain(files.iter().filter_map(|hash| filed.get(hash))) {
+            for &earlier_pos in file.iter().take_while(|&&pos| pos < shadow) {
+                let earlier = &rules[earlier_pos];
+                if covers(&earlier.operation, &later.operation)
+                    && conditions(earlier).iter().all(|(k, v)| later_conditions.get(k) == Some(v))
+                {
+                    shadow = earlier_pos;
+                    break;
+                }
+            }
+        }
+        if shadow < later_pos {
+            out.push((later, &rules[shadow]));
+        }
+        let rarest = later_conditions
+            .iter()
+            .map(|(key, value)| condition_hash(key, value))
+            .min_by_key(|hash| sharing.get(hash).copied().unwrap_or(0));
+        match rarest {
+            Some(hash) => filed.entry(hash).or_default().push(later_pos),
+            None => unconditional.push(later_pos),
+        }
+    }
+    out
+}
+
+/// A hash of one condition, equal for conditions that compare equal (`0.0` and `-0.0`
+/// included).
+fn condition_hash(key: &str, value: &ConditionValue) -> u64 {
+    fn value_hash(value: &ConditionValue, hasher: &mut FxHasher) {
+        match value {
+            ConditionValue::Bool(b) => (0u8, b).hash(hasher),
+            ConditionValue::Int(i) => (1u8, i).hash(hasher),
+            ConditionValue::Float(f) => (2u8, if *f == 0.0 { 0 } else { f.to_bits() }).hash(hasher),
+            ConditionValue::Str(s) => (3u8, s).hash(hasher),
+            ConditionValue::List(items) => {
+                (4u8, items.len()).hash(hasher);
+                for item in items {
+                    value_hash(item, hasher);
+                }
+            }
+        }
+    }
+    let mut hasher = FxHasher::default();
+    key.hash(&mut hasher);
+    value_hash(value, &mut hasher);
+    hasher.finish()
+}
+
 pub(crate) fn lint(config: &KernelsConfig, compiled: &CompiledConfig) -> Vec<LintWarning> {
     let mut out = Vec::new();
+    // Many rules name the same few kernels: look each up once.
+    let mut exclusions: FxHashMap<&str, Option<String>> = FxHashMap::default();
     for (i, rule) in config.dispatch_rules.iter().enumerate() {
-        if let Some(why) = excluded(compiled, &rule.kernel) {
+        let why = exclusions.entry(&rule.kernel).or_insert_with(|| excluded(compiled, &rule.kernel));
+        if let Some(why) = why {
             warn(&mut out, format!("dispatch_rules[{i}].kernel"), format!("Rule can never apply: its {why}"));
         }
     }
-    // Shadowing: an earlier rule in evaluation order that covers the operation with a
-    // subset of the conditions matches whenever the later one does.
-    let rules = compiled.rules();
-    for (later_pos, later) in rules.iter().enumerate() {
-        let later_conditions = &config.dispatch_rules[later.index].conditions;
-        let shadow = rules[..later_pos].iter().find(|earlier| {
-            let earlier_conditions = &config.dispatch_rules[earlier.index].conditions;
-            covers(&earlier.operation, &later.operation)
-                && earlier_conditions.iter().all(|(k, v)| later_conditions.get(k) == Some(v))
-        });
-        if let Some(earlier) = shadow {
-            warn(
-                &mut out,
-                format!("dispatch_rules[{}]", later.index),
-                format!(
-                    "Rule is shadowed by dispatch_rules[{}] (priority {}), whose operation and conditions are the \
-                     same or weaker: it applies only when kernel '{}' cannot run",
-                    earlier.index,
-                    earlier.priority,
-                    earlier.kernel.as_str()
-                ),
-            );
-        }
+    for (later, earlier) in shadowed_rules(config, compiled) {
+        warn(
+            &mut out,
+            format!("dispatch_rules[{}]", later.index),
+            format!(
+                "Rule is shadowed by dispatch_rules[{}] (priority {}), whose operation and conditions are the same \
+                 or weaker: it applies only when kernel '{}' cannot run",
+                earlier.index,
+                earlier.priority,
+                earlier.kernel.as_str()
+            ),
+        );
     }
     for (operation, kernel) in config.kernel_locks.iter() {
         if let Some(why) = excluded(compiled, kernel) {
@@ -126,4 +203,81 @@ pub(crate) fn lint(config: &KernelsConfig, compiled: &CompiledConfig) -> Vec<Lin
     }
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DispatchRule, OrderedMap, SCHEMA_VERSION};
+
+    /// The definition, pair by pair.
+    fn shadowed_naively(config: &KernelsConfig, compiled: &CompiledConfig) -> Vec<(usize, usize)> {
+        let rules = compiled.rules();
+        let conditions = |rule: &CompiledRule| &config.dispatch_rules[rule.index].conditions;
+        rules
+            .iter()
+            .enumerate()
+            .filter_map(|(later_pos, later)| {
+                rules[..later_pos]
+                    .iter()
+                    .find(|earlier| {
+                        covers(&earlier.operation, &later.operation)
+                            && conditions(earlier).iter().all(|(k, v)| conditions(later).get(k) == Some(v))
+                    })
+                    .map(|earlier| (later.index, earlier.index))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_shadow_index_finds_what_comparing_every_pair_finds() {
+        use ConditionValue as V;
+        let operations = ["attention.*", "attention.causal", "*", "rms_norm", "moe.topk_gating", "moe.*", "rope"];
+        let conditions = [
+            ("dtype", V::Str("float16".into())),
+            ("dtype", V::List(vec![V::Str("float16".into()), V::Str("bfloat16".into())])),
+            ("batch_size_gte", V::Int(8)),
+            ("batch_size_gte", V::Int(16)),
+            ("dropout_p", V::Float(0.0)),
+            ("dropout_p", V::Float(-0.0)),
+            ("is_causal", V::Bool(true)),
+            ("platform", V::Str("cuda".into())),
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut shadows = 0;
+        for _ in 0..300 {
+            let dispatch_rules = (0..next(40))
+                .map(|i| {
+                    let mut rule_conditions: Vec<(String, ConditionValue)> = Vec::new();
+                    for _ in 0..next(4) {
+                        let (key, value) = &conditions[next(conditions.len())];
+                        if rule_conditions.iter().all(|(k, _)| k != key) {
+                            rule_conditions.push(((*key).to_owned(), value.clone()));
+                        }
+                    }
+                    DispatchRule {
+                        operation: operations[next(operations.len())].into(),
+                        conditions: OrderedMap(rule_conditions),
+                        kernel: format!("k{}", i % 5),
+                        priority: Some(10 * next(4) as u32),
+                    }
+                })
+                .collect();
+            let config = KernelsConfig { version: SCHEMA_VERSION.into(), dispatch_rules, ..KernelsConfig::default() };
+            let compiled = CompiledConfig::compile(&config).unwrap();
+            let fast: Vec<_> = shadowed_rules(&config, &compiled)
+                .into_iter()
+                .map(|(later, earlier)| (later.index, earlier.index))
+                .collect();
+            assert_eq!(fast, shadowed_naively(&config, &compiled));
+            shadows += fast.len();
+        }
+        assert!(shadows > 100, "the rule sets exercise shadowing ({shadows})");
+    }
 }

@@ -150,7 +150,9 @@ impl ConfigSchema {
         let mut reader = Reader::default();
         let config = reader.config(&root);
         let mut errors = reader.errors;
-        let positions = reader.positions;
+        // Only a file with problems needs the position of a path: read it again then.
+        let mut positions = None;
+        let mut locate = |path: &str| locate(positions.get_or_insert_with(|| Reader::positions(&root)), path);
         let compiled = match CompiledConfig::compile(&config) {
             Ok(compiled) => Some(compiled),
             Err(compile_errors) => {
@@ -158,7 +160,7 @@ impl ConfigSchema {
                     // A field the reader already refused (a kernel of the wrong type, say)
                     // reaches the compiler empty; do not report it twice.
                     if !errors.iter().any(|e| e.path == error.path) {
-                        let position = locate(&positions, &error.path);
+                        let position = locate(&error.path);
                         errors.push(error.at(position));
                     }
                 }
@@ -167,14 +169,10 @@ impl ConfigSchema {
         };
         match compiled {
             Some(compiled) if errors.is_empty() => {
-                let warnings = lint::lint(&config, &compiled)
-                    .into_iter()
-                    .map(|mut warning| {
-                        warning.position = locate(&positions, &warning.path);
-                        warning
-                    })
-                    .collect::<Vec<_>>();
-                let mut warnings = warnings;
+                let mut warnings = lint::lint(&config, &compiled);
+                for warning in &mut warnings {
+                    warning.position = locate(&warning.path);
+                }
                 warnings.sort_by_key(|w| w.position);
                 Ok(LoadedConfig { config, compiled, warnings })
             }
@@ -214,12 +212,47 @@ fn locate(positions: &FxHashMap<String, Position>, path: &str) -> Position {
 /// Joins a map key onto a path: `parent.key`, or `parent["key"]` when the key is not a
 /// plain identifier (`kernel_locks["attention.causal"]`).
 pub(crate) fn key_path(parent: &str, key: &str) -> String {
+    let mut path = String::with_capacity(parent.len() + key.len() + 1);
+    path.push_str(parent);
+    // Writing to a String cannot fail.
+    let _ = write_key(&mut path, parent.is_empty(), key);
+    path
+}
+
+/// Writes the `.key` or `["key"]` that [`key_path`] adds to its parent.
+fn write_key(out: &mut impl fmt::Write, at_root: bool, key: &str) -> fmt::Result {
     let plain = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    match (parent.is_empty(), plain) {
-        (true, true) => key.to_owned(),
-        (true, false) => format!("[{key:?}]"),
-        (false, true) => format!("{parent}.{key}"),
-        (false, false) => format!("{parent}[{key:?}]"),
+    match (at_root, plain) {
+        (true, true) => out.write_str(key),
+        (false, true) => write!(out, ".{key}"),
+        (_, false) => write!(out, "[{key:?}]"),
+    }
+}
+
+/// A path in the document as the reader descends (`dispatch_rules[3].conditions.dtype`),
+/// kept on the stack and written out only for an error or a recorded position: a valid
+/// file's paths are never built.
+#[derive(Clone, Copy)]
+enum Path<'p> {
+    Root,
+    Key(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl Path<'_> {
+    const DISPATCH_RULES: Path<'static> = Path::Key(&Path::Root, "dispatch_rules");
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            Path::Key(parent, key) => {
+                parent.fmt(f)?;
+                write_key(f, matches!(parent, Path::Root), key)
+            }
+            Path::Index(parent, index) => write!(f, "{parent}[{index}]"),
+        }
     }
 }
 
@@ -229,25 +262,34 @@ const DEFAULTS_KEYS: [&str; 2] = ["fallback_policy", "default_priority"];
 const RULE_KEYS: [&str; 4] = ["operation", "conditions", "kernel", "priority"];
 
 /// Turns the document tree into [`KernelsConfig`], collecting structural errors (types,
-/// unknown keys, missing sections) and the position of every path it visits.
+/// unknown keys, missing sections) and, when asked, the position of every path it visits.
 #[derive(Default)]
 struct Reader {
     errors: Vec<SchemaError>,
-    positions: FxHashMap<String, Position>,
-    key_positions: FxHashMap<String, Position>,
+    positions: Option<FxHashMap<String, Position>>,
 }
 
 impl Reader {
-    fn error(&mut self, path: &str, message: &str, node: &Node) {
-        self.errors.push(SchemaError::new(path, message).value(node.display_value()).at(node.position));
+    /// The position of every path that reading `root` visits.
+    fn positions(root: &Node<'_>) -> FxHashMap<String, Position> {
+        let mut reader = Reader { errors: Vec::new(), positions: Some(FxHashMap::default()) };
+        reader.config(root);
+        reader.positions.unwrap_or_default()
     }
 
-    fn visit(&mut self, path: &str, node: &Node) {
-        self.positions.insert(path.to_owned(), node.position);
+    fn error(&mut self, path: Path<'_>, message: &str, node: &Node<'_>) {
+        self.errors.push(SchemaError::new(path.to_string(), message).value(node.display_value()).at(node.position));
     }
 
-    /// The entries of a mapping, with duplicate and non-string keys reported.
-    fn entries<'n>(&mut self, path: &str, node: &'n Node) -> Vec<(String, &'n Node)> {
+    fn visit(&mut self, path: Path<'_>, node: &Node<'_>) {
+        if let Some(positions) = &mut self.positions {
+            positions.insert(path.to_string(), node.position);
+        }
+    }
+
+    /// The entries of a mapping (key, key position, value), with duplicate and
+    /// non-string keys reported.
+    fn entries<'n, 's>(&mut self, path: Path<'_>, node: &'n Node<'s>) -> Vec<(&'n str, Position, &'n Node<'s>)> {
         self.visit(path, node);
         let NodeKind::Map(entries) = &node.kind else {
             if !node.is_null() {
@@ -255,32 +297,31 @@ impl Reader {
             }
             return Vec::new();
         };
-        let mut out: Vec<(String, &Node)> = Vec::with_capacity(entries.len());
+        let mut out: Vec<(&str, Position, &Node<'_>)> = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             let NodeKind::Scalar { text, .. } = &key.kind else {
                 self.error(path, "Keys must be strings", key);
                 continue;
             };
-            let child = key_path(path, text);
-            if out.iter().any(|(k, _)| k == text) {
-                self.errors.push(SchemaError::new(child, "Duplicate key").at(key.position));
+            let child = Path::Key(&path, text);
+            if out.iter().any(|(k, ..)| k == text) {
+                self.errors.push(SchemaError::new(child.to_string(), "Duplicate key").at(key.position));
                 continue;
             }
-            self.visit(&child, value);
-            self.key_positions.insert(child, key.position);
-            out.push((text.clone(), value));
+            self.visit(child, value);
+            out.push((text, key.position, value));
         }
         out
     }
 
-    fn unknown_key(&mut self, path: &str, key: &str, known: &[&'static str], node: &Node) {
+    fn unknown_key(&mut self, path: Path<'_>, key: &str, position: Position, known: &[&'static str]) {
         let suggestion = layerzero_types::nearest_name(key, known.iter().copied());
-        let mut error = SchemaError::new(key_path(path, key), "Unknown key").did_you_mean(suggestion);
-        error.position = self.key_positions.get(&key_path(path, key)).copied().unwrap_or(node.position);
+        let mut error = SchemaError::new(Path::Key(&path, key).to_string(), "Unknown key").did_you_mean(suggestion);
+        error.position = position;
         self.errors.push(error);
     }
 
-    fn string(&mut self, path: &str, node: &Node) -> Option<String> {
+    fn string(&mut self, path: Path<'_>, node: &Node<'_>) -> Option<String> {
         match node.scalar() {
             Some(Scalar::Str(s)) => Some(s.to_owned()),
             _ => {
@@ -290,16 +331,16 @@ impl Reader {
         }
     }
 
-    fn strings(&mut self, path: &str, node: &Node) -> Vec<String> {
+    fn strings(&mut self, path: Path<'_>, node: &Node<'_>) -> Vec<String> {
         self.visit(path, node);
         match &node.kind {
             NodeKind::Seq(items) => items
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| {
-                    let item_path = format!("{path}[{i}]");
-                    self.visit(&item_path, item);
-                    self.string(&item_path, item)
+                    let item_path = Path::Index(&path, i);
+                    self.visit(item_path, item);
+                    self.string(item_path, item)
                 })
                 .collect(),
             _ if node.is_null() => Vec::new(),
@@ -310,7 +351,7 @@ impl Reader {
         }
     }
 
-    fn priority(&mut self, path: &str, node: &Node) -> Option<u32> {
+    fn priority(&mut self, path: Path<'_>, node: &Node<'_>) -> Option<u32> {
         match node.scalar() {
             Some(Scalar::Int(p)) if (0..=1000).contains(&p) => u32::try_from(p).ok(),
             Some(Scalar::Int(_)) => {
@@ -324,117 +365,118 @@ impl Reader {
         }
     }
 
-    fn config(&mut self, root: &Node) -> KernelsConfig {
+    fn config(&mut self, root: &Node<'_>) -> KernelsConfig {
         let mut config = KernelsConfig::default();
         if !matches!(root.kind, NodeKind::Map(_)) {
             self.errors.push(SchemaError::new("", "Config must be a mapping").at(root.position));
             return config;
         }
-        for (key, node) in self.entries("", root) {
-            match key.as_str() {
+        for (key, key_position, node) in self.entries(Path::Root, root) {
+            let path = Path::Key(&Path::Root, key);
+            match key {
                 "version" => {
                     config.version = match &node.kind {
-                        NodeKind::Scalar { text, .. } => text.clone(),
+                        NodeKind::Scalar { text, .. } => text.to_string(),
                         _ => {
-                            self.error("version", "Must be string", node);
+                            self.error(path, "Must be string", node);
                             continue;
                         }
                     }
                 }
                 "defaults" => config.defaults = self.defaults(node),
                 "dispatch_rules" => {
-                    self.visit("dispatch_rules", node);
+                    self.visit(path, node);
                     match &node.kind {
                         NodeKind::Seq(rules) => {
                             config.dispatch_rules =
                                 rules.iter().enumerate().map(|(i, rule)| self.rule(i, rule)).collect();
                         }
                         _ if node.is_null() => {}
-                        _ => self.error("dispatch_rules", "Must be a list", node),
+                        _ => self.error(path, "Must be a list", node),
                     }
                 }
                 "kernel_locks" => {
                     let mut locks = Vec::new();
-                    for (operation, kernel) in self.entries("kernel_locks", node) {
-                        if let Some(kernel) = self.string(&key_path("kernel_locks", &operation), kernel) {
-                            locks.push((operation, kernel));
+                    for (operation, _, kernel) in self.entries(path, node) {
+                        if let Some(kernel) = self.string(Path::Key(&path, operation), kernel) {
+                            locks.push((operation.to_owned(), kernel));
                         }
                     }
                     config.kernel_locks = OrderedMap(locks);
                 }
-                "kernel_allows" => config.kernel_allows = self.strings("kernel_allows", node),
-                "kernel_denies" => config.kernel_denies = self.strings("kernel_denies", node),
+                "kernel_allows" => config.kernel_allows = self.strings(path, node),
+                "kernel_denies" => config.kernel_denies = self.strings(path, node),
                 "fallback_chains" => {
                     let mut chains = Vec::new();
-                    for (operation, kernels) in self.entries("fallback_chains", node) {
-                        let kernels = self.strings(&key_path("fallback_chains", &operation), kernels);
-                        chains.push((operation, kernels));
+                    for (operation, _, kernels) in self.entries(path, node) {
+                        let kernels = self.strings(Path::Key(&path, operation), kernels);
+                        chains.push((operation.to_owned(), kernels));
                     }
                     config.fallback_chains = OrderedMap(chains);
                 }
-                other => self.unknown_key("", other, &TOP_LEVEL_KEYS, node),
+                other => self.unknown_key(Path::Root, other, key_position, &TOP_LEVEL_KEYS),
             }
         }
         config
     }
 
-    fn defaults(&mut self, node: &Node) -> Defaults {
+    fn defaults(&mut self, node: &Node<'_>) -> Defaults {
+        let path = Path::Key(&Path::Root, "defaults");
         let mut defaults = Defaults::default();
-        for (key, value) in self.entries("defaults", node) {
-            let path = key_path("defaults", &key);
-            match key.as_str() {
-                "fallback_policy" => defaults.fallback_policy = self.string(&path, value),
+        for (key, key_position, value) in self.entries(path, node) {
+            let field = Path::Key(&path, key);
+            match key {
+                "fallback_policy" => defaults.fallback_policy = self.string(field, value),
                 "default_priority" => {
-                    if let Some(p) = self.priority(&path, value) {
+                    if let Some(p) = self.priority(field, value) {
                         defaults.default_priority = p;
                     }
                 }
-                other => self.unknown_key("defaults", other, &DEFAULTS_KEYS, value),
+                other => self.unknown_key(path, other, key_position, &DEFAULTS_KEYS),
             }
         }
         defaults
     }
 
-    fn rule(&mut self, index: usize, node: &Node) -> DispatchRule {
-        let path = format!("dispatch_rules[{index}]");
+    fn rule(&mut self, index: usize, node: &Node<'_>) -> DispatchRule {
+        let path = Path::Index(&Path::DISPATCH_RULES, index);
         let mut rule = DispatchRule::default();
         if !matches!(node.kind, NodeKind::Map(_)) {
-            self.visit(&path, node);
-            self.error(&path, "Must be a mapping", node);
+            self.visit(path, node);
+            self.error(path, "Must be a mapping", node);
             return rule;
         }
-        for (key, value) in self.entries(&path, node) {
-            let field = key_path(&path, &key);
-            match key.as_str() {
-                "operation" => rule.operation = self.string(&field, value).unwrap_or_default(),
-                "kernel" => rule.kernel = self.string(&field, value).unwrap_or_default(),
-                "priority" => rule.priority = self.priority(&field, value),
+        for (key, key_position, value) in self.entries(path, node) {
+            let field = Path::Key(&path, key);
+            match key {
+                "operation" => rule.operation = self.string(field, value).unwrap_or_default(),
+                "kernel" => rule.kernel = self.string(field, value).unwrap_or_default(),
+                "priority" => rule.priority = self.priority(field, value),
                 "conditions" => {
                     let mut conditions = Vec::new();
-                    for (name, value) in self.entries(&field, value) {
-                        let condition_path = key_path(&field, &name);
-                        if let Some(value) = self.condition_value(&condition_path, value, true) {
-                            conditions.push((name, value));
+                    for (name, _, value) in self.entries(field, value) {
+                        if let Some(value) = self.condition_value(Path::Key(&field, name), value, true) {
+                            conditions.push((name.to_owned(), value));
                         }
                     }
                     rule.conditions = OrderedMap(conditions);
                 }
-                other => self.unknown_key(&path, other, &RULE_KEYS, value),
+                other => self.unknown_key(path, other, key_position, &RULE_KEYS),
             }
         }
         rule
     }
 
-    fn condition_value(&mut self, path: &str, node: &Node, list_allowed: bool) -> Option<ConditionValue> {
+    fn condition_value(&mut self, path: Path<'_>, node: &Node<'_>, list_allowed: bool) -> Option<ConditionValue> {
         Some(match (&node.kind, node.scalar()) {
             (NodeKind::Seq(items), _) if list_allowed => ConditionValue::List(
                 items
                     .iter()
                     .enumerate()
                     .filter_map(|(i, item)| {
-                        let item_path = format!("{path}[{i}]");
-                        self.visit(&item_path, item);
-                        self.condition_value(&item_path, item, false)
+                        let item_path = Path::Index(&path, i);
+                        self.visit(item_path, item);
+                        self.condition_value(item_path, item, false)
                     })
                     .collect(),
             ),
@@ -451,5 +493,27 @@ impl Reader {
                 return None;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_prints_as_the_paths_of_errors_are_written() {
+        let rule = Path::Index(&Path::DISPATCH_RULES, 3);
+        let conditions = Path::Key(&rule, "conditions");
+        assert_eq!(
+            Path::Index(&Path::Key(&conditions, "dtype"), 1).to_string(),
+            "dispatch_rules[3].conditions.dtype[1]"
+        );
+        let locks = Path::Key(&Path::Root, "kernel_locks");
+        assert_eq!(Path::Key(&locks, "attention.causal").to_string(), key_path("kernel_locks", "attention.causal"));
+        assert_eq!(Path::Key(&locks, "attention.causal").to_string(), r#"kernel_locks["attention.causal"]"#);
+        for key in ["version", "a b", "", "x\"y"] {
+            assert_eq!(Path::Key(&Path::Root, key).to_string(), key_path("", key));
+            assert_eq!(Path::Key(&rule, key).to_string(), key_path("dispatch_rules[3]", key));
+        }
     }
 }
