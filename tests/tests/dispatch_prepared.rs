@@ -155,3 +155,31 @@ fn a_prepared_call_falls_back_and_refuses_the_wrong_argument_family() {
     let swiglu = dispatcher.prepare(Operation::Known(OperationType::Swiglu), &context);
     assert!(swiglu.is_err(), "no swiglu kernel is registered");
 }
+
+#[test]
+fn a_backend_health_change_reaches_cached_selections_and_prepared_calls() {
+    use layerzero::registry::{BackendHealth, BackendInfo};
+    let backends = Arc::new(BackendRegistry::detect());
+    backends
+        .register(BackendInfo { name: "cpu-fast".into(), platform: Platform::Cpu, version: None, devices: Vec::new() })
+        .expect("registered");
+    let kernels = Arc::new(KernelRegistry::new());
+    let mut fast = spec("fast", 90);
+    fast.backend = "cpu-fast".into();
+    kernels.register_with_impl(fast, writes(1.0)).expect("registered");
+    kernels.register_with_impl(spec("plain", 10), writes(2.0)).expect("registered");
+    let dispatcher = create_dynamic_dispatcher(kernels, Arc::clone(&backends), DispatchConfig::default(), true)
+        .expect("a dispatcher");
+    let mut buffers = Buffers::new();
+    let context = buffers.args().context().expect("a context");
+    let call = dispatcher.prepare(RMS, &context).expect("a selection");
+    assert_eq!(dispatcher.dispatch(RMS, &mut buffers.args(), None).expect("dispatch").kernel_id.as_str(), "fast");
+    assert_eq!(call.dispatch(&mut buffers.args()).expect("prepared").kernel_id.as_str(), "fast");
+
+    // No invalidate(): the backend registry's version is in the cache key and checked by
+    // the prepared call.
+    backends.set_health("cpu-fast", BackendHealth::Unavailable { reason: "drained".into() }).expect("known");
+    assert_eq!(dispatcher.dispatch(RMS, &mut buffers.args(), None).expect("dispatch").kernel_id.as_str(), "plain");
+    assert_eq!(call.dispatch(&mut buffers.args()).expect("prepared").kernel_id.as_str(), "plain");
+    assert_eq!(buffers.first_output(), 2.0);
+}

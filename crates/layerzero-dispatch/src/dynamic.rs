@@ -155,9 +155,10 @@ impl EngineDispatch {
 /// derive, no key to pack, no cache probe. Get one from `prepare` on a
 /// [`DynamicDispatcher`] or [`ConfigDrivenDispatcher`].
 ///
-/// Each [`dispatch`](Self::dispatch) first checks, with two atomic loads, that the engine's
-/// [`generation`](SelectionEngine::generation) (policy swaps, invalidations) and the
-/// kernel registry's version are those the selection was made under; if either moved, the
+/// Each [`dispatch`](Self::dispatch) first checks, with three atomic loads, that the engine's
+/// [`generation`](SelectionEngine::generation) (policy swaps, invalidations), the kernel
+/// registry's version and the backend registry's (health changes) are those the selection
+/// was made under; if one moved, the
 /// call goes the whole way (select, then run) as [`Dispatcher::dispatch`] would, so a
 /// prepared call never runs a stale choice. Breakers, fallbacks, panics, timing and
 /// telemetry are the executor's, as for any dispatch (telemetry counts the call as a
@@ -197,6 +198,7 @@ pub struct PreparedCall<'d> {
     context: SelectionContext,
     generation: u64,
     registry_version: u64,
+    backends_version: u64,
     table: Arc<KernelTable>,
     selection: Selection,
 }
@@ -207,7 +209,10 @@ impl PreparedCall<'_> {
     #[inline]
     pub fn dispatch(&self, args: &mut OpArgs<'_>) -> Result<DispatchResult<()>, DispatchError> {
         let inner = self.inner;
-        if inner.engine.generation() != self.generation || inner.kernels.version() != self.registry_version {
+        if inner.engine.generation() != self.generation
+            || inner.kernels.version() != self.registry_version
+            || inner.engine.backends_version() != self.backends_version
+        {
             return inner.dispatch(self.operation, args, Some(&self.context));
         }
         if let Err(e) = check_args(self.operation, args) {
@@ -256,10 +261,20 @@ impl EngineDispatch {
         // the first dispatch then selects again.
         let generation = self.engine.generation();
         let registry_version = self.kernels.version();
+        let backends_version = self.engine.backends_version();
         let selection = self.engine.select(operation, context)?;
         let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());
         let table = Guard::into_inner(self.table(chain));
-        Ok(PreparedCall { inner: self, operation, context: *context, generation, registry_version, table, selection })
+        Ok(PreparedCall {
+            inner: self,
+            operation,
+            context: *context,
+            generation,
+            registry_version,
+            backends_version,
+            table,
+            selection,
+        })
     }
 }
 

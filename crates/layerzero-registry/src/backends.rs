@@ -2,6 +2,7 @@
 //! they are healthy.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -100,12 +101,17 @@ pub struct BackendStatus {
 pub struct BackendRegistry {
     current: ArcSwap<Vec<BackendStatus>>,
     writer: Mutex<()>,
+    version: AtomicU64,
 }
 
 impl BackendRegistry {
     /// A registry with no backends.
     pub fn new() -> Self {
-        BackendRegistry { current: ArcSwap::from_pointee(Vec::new()), writer: Mutex::new(()) }
+        BackendRegistry {
+            current: ArcSwap::from_pointee(Vec::new()),
+            writer: Mutex::new(()),
+            version: AtomicU64::new(1),
+        }
     }
 
     /// A registry holding what this crate can find on its own: the host CPU.
@@ -128,7 +134,15 @@ impl BackendRegistry {
         let mut next = Vec::clone(&self.current.load());
         let result = change(&mut next)?;
         self.current.store(Arc::new(next));
+        // After the store: a reader that sees the new version finds the new backends.
+        self.version.fetch_add(1, Ordering::AcqRel);
         Ok(result)
+    }
+
+    /// A counter that moves on every change (a backend added, a health changed), so that
+    /// selections made before one (cached, or kept by a prepared call) are made again.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Adds a backend, healthy. Fails if its name is taken.

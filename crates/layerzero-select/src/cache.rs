@@ -199,6 +199,8 @@ pub(crate) struct CacheKey {
     pub(crate) context: ContextKey,
     pub(crate) policy_version: u64,
     pub(crate) registry_version: u64,
+    /// The backend registry's version: a health change makes earlier answers stale.
+    pub(crate) backends_version: u64,
 }
 
 impl Hash for CacheKey {
@@ -210,7 +212,8 @@ impl Hash for CacheKey {
             Some(op) => op.index() as u64,
             None => self.operation.as_str().as_ptr() as u64 | (1 << 63),
         };
-        let versions = self.policy_version ^ self.registry_version.rotate_left(32);
+        let versions =
+            self.policy_version ^ self.registry_version.rotate_left(32) ^ self.backends_version.rotate_left(16);
         state.write_u64(self.context.digest() ^ fold(operation ^ SEEDS[8], versions ^ SEEDS[9]));
     }
 }
@@ -294,6 +297,7 @@ impl SelectionCache {
                 entry.expires_at > now
                     && k.policy_version == key.policy_version
                     && k.registry_version == key.registry_version
+                    && k.backends_version == key.backends_version
             });
             if map.len() >= self.capacity {
                 let victims: Vec<CacheKey> = map.keys().take((self.capacity / 8).max(1)).copied().collect();
@@ -327,6 +331,7 @@ mod tests {
             context: ContextKey::new(ctx),
             policy_version,
             registry_version: 1,
+            backends_version: 1,
         }
     }
 

@@ -410,8 +410,9 @@ impl SelectionEngine {
         Arc::clone(&self.state.load().policy)
     }
 
-    /// Drops every cached answer (after a backend's health changed, say: health is not
-    /// part of the cache key).
+    /// Drops every cached answer and bumps the [`generation`](Self::generation) (after a
+    /// change the engine cannot see: a backend's health is seen by itself, through the
+    /// registry's version in the cache key).
     pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(cache) = &self.cache {
@@ -427,6 +428,12 @@ impl SelectionEngine {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The backend registry's version ([`BackendRegistry::version`]): cached answers are
+    /// keyed by it, so a backend's health change is seen by the next selection.
+    pub fn backends_version(&self) -> u64 {
+        self.backends.version()
+    }
+
     /// The number of cached answers.
     pub fn cache_len(&self) -> usize {
         self.cache.as_ref().map_or(0, SelectionCache::len)
@@ -434,9 +441,9 @@ impl SelectionEngine {
 
     /// Chooses the kernel for `operation` in `ctx`, from the cache when it can.
     ///
-    /// Budget on a cache hit: packing the context key, two atomic loads (policy and
-    /// registry versions), one hash probe and one thread-local clock read; no lock, no
-    /// allocation, no shared write. A miss runs [`select_uncached`](Self::select_uncached) and
+    /// Budget on a cache hit: packing the context key, three atomic loads (policy, kernel
+    /// registry and backend registry versions), one hash probe and one thread-local clock
+    /// read; no lock, no allocation, no shared write. A miss runs [`select_uncached`](Self::select_uncached) and
     /// stores a successful answer. Errors are not cached.
     #[inline]
     pub fn select(&self, operation: Operation, ctx: &SelectionContext) -> Result<Selection, SelectionError> {
@@ -455,11 +462,13 @@ impl SelectionEngine {
             return self.select_uncached(operation, ctx).map(|s| (s, CacheOutcome::Disabled));
         };
         let context = ContextKey::new(ctx);
+        let backends_version = self.backends.version();
         let key = CacheKey {
             operation,
             context,
             policy_version: self.policy_version.load(Ordering::Acquire),
             registry_version: self.kernels.version(),
+            backends_version,
         };
         if let Some(selection) = cache.get(&key) {
             return Ok((selection, CacheOutcome::Hit));
@@ -467,11 +476,14 @@ impl SelectionEngine {
         let state = self.state();
         let selection = decide(&state, &self.backends, operation, ctx)?;
         // Keyed by the versions the answer was computed with.
+        // The backends' version read before deciding: a health change during the
+        // decision leaves this entry under the old version, never read again.
         let key = CacheKey {
             operation,
             context,
             policy_version: state.policy_version,
             registry_version: state.registry_version(),
+            backends_version,
         };
         cache.insert(key, selection);
         Ok((selection, CacheOutcome::Miss))
