@@ -10,7 +10,8 @@
 //! resolution), and percentiles are taken over 20,000 samples per thread. Every row
 //! prints the direct call measured the same way in the same run, and the difference.
 //!
-//! `cargo bench -p layerzero-benches --bench dispatch`
+//! `cargo bench -p layerzero-benches --bench dispatch`. The DYNAMIC rows also show a hit with
+//! the context given by the caller (not derived per call) and a prepared call.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -197,13 +198,12 @@ fn dispatchers(telemetry: bool) -> Vec<(&'static str, Arc<dyn Dispatcher>)> {
     ]
 }
 
-/// A DYNAMIC dispatcher's prepared call for the bench's rms_norm context (selected once;
-/// each call checks the policy generation and registry version, then runs the executor).
-fn prepared(telemetry: bool) -> Call {
+/// A DYNAMIC dispatcher over the bench's kernels, for the rows that need its concrete type.
+fn leaked_dynamic(telemetry: bool) -> &'static DynamicDispatcher {
     let kernels = Arc::new(KernelRegistry::new());
     kernels.register_with_impl(norm_spec("bench_rms_noop", 100), KernelImpl::norm(rms_norm_noop)).expect("registered");
     kernels.register_with_impl(norm_spec("bench_rms_other", 10), KernelImpl::norm(rms_norm_noop)).expect("registered");
-    let dynamic: &'static DynamicDispatcher = Box::leak(Box::new(
+    Box::leak(Box::new(
         create_dynamic_dispatcher(
             kernels,
             Arc::new(BackendRegistry::detect()),
@@ -211,15 +211,35 @@ fn prepared(telemetry: bool) -> Call {
             true,
         )
         .expect("a dynamic dispatcher"),
-    ));
-    // The context dispatch would derive from the bench's arguments.
+    ))
+}
+
+/// The context dispatch would derive from the bench's arguments.
+fn bench_context() -> SelectionContext {
     let input = Tensor::zeros(&[2, 4], DType::F32).expect("a small tensor");
     let weight = Tensor::zeros(&[4], DType::F32).expect("a small tensor");
     let mut out = [0f32; 8];
     let output = TensorViewMut::from_slice(&mut out, &[2, 4]).expect("8 elements");
     let args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6 });
-    let context = args.context().expect("a context");
-    let call = dynamic.prepare(RMS, &context).expect("a selection");
+    args.context().expect("a context")
+}
+
+/// DYNAMIC on a cache hit with the context given, as an engine that knows its shapes
+/// passes it (the other rows derive it from the arguments' metadata on every call).
+fn with_context(telemetry: bool) -> Call {
+    let dynamic = leaked_dynamic(telemetry);
+    let context = bench_context();
+    Arc::new(move |args: &mut OpArgs<'_>| {
+        let result = dynamic.dispatch(RMS, args, Some(&context));
+        debug_assert!(result.is_ok());
+        let _ = black_box(result);
+    })
+}
+
+/// A DYNAMIC dispatcher's prepared call for the bench's rms_norm context (selected once;
+/// each call checks the policy generation and registry versions, then runs the executor).
+fn prepared(telemetry: bool) -> Call {
+    let call = leaked_dynamic(telemetry).prepare(RMS, &bench_context()).expect("a selection");
     Arc::new(move |args: &mut OpArgs<'_>| {
         let result = call.dispatch(args);
         debug_assert!(result.is_ok());
@@ -263,6 +283,7 @@ fn main() {
                     (name, call)
                 })
                 .collect();
+            rows.push(("DYNAMIC (hit, context given)", with_context(telemetry)));
             rows.push(("DYNAMIC, prepared call", prepared(telemetry)));
             for (name, call) in rows {
                 let (base50, base99) = measure(threads, Arc::clone(&direct));
