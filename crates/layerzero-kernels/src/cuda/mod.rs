@@ -101,7 +101,8 @@ pub struct CudaDevice {
 /// Every entry point of every module, looked up once when the modules load: a launch
 /// then costs no driver call beyond the launch itself.
 struct Modules {
-    functions: std::collections::HashMap<&'static str, CudaFunction>,
+    // Looked up on every launch: FxHash of a short name, not SipHash.
+    functions: rustc_hash::FxHashMap<&'static str, CudaFunction>,
 }
 
 /// The entry points of each PTX module (names as in the `.cu` files).
@@ -189,7 +190,7 @@ impl CudaDevice {
         self.modules
             .get_or_init(|| {
                 let ctx = self.stream.context();
-                let mut functions = std::collections::HashMap::new();
+                let mut functions = rustc_hash::FxHashMap::default();
                 for (source, lists) in ENTRY_POINTS {
                     let module: Arc<CudaModule> =
                         ctx.load_module(cudarc::nvrtc::Ptx::from_src(source)).map_err(driver)?;
