@@ -11,7 +11,9 @@
 //! prints the direct call measured the same way in the same run, and the difference.
 //!
 //! `cargo bench -p layerzero-benches --bench dispatch`. The DYNAMIC rows also show a hit with
-//! the context given by the caller (not derived per call) and a prepared call.
+//! the context given by the caller (not derived per call) and a prepared call. To run some
+//! rows only (under a profiler, say), set `LZ_BENCH_ROWS` to a substring of
+//! `<mode>/<telemetry>/<threads>`, e.g. `DYNAMIC (cache hit)/off/1`.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -285,12 +287,17 @@ fn main() {
                 .collect();
             rows.push(("DYNAMIC (hit, context given)", with_context(telemetry)));
             rows.push(("DYNAMIC, prepared call", prepared(telemetry)));
+            let only = std::env::var("LZ_BENCH_ROWS").ok();
             for (name, call) in rows {
+                let telemetry = if telemetry { "on" } else { "off" };
+                if only.as_deref().is_some_and(|only| !format!("{name}/{telemetry}/{threads}").contains(only)) {
+                    continue;
+                }
                 let (base50, base99) = measure(threads, Arc::clone(&direct));
                 let (p50, p99) = measure(threads, call);
                 println!(
                     "{name:<32} {:>9} {threads:>7} {p50:>7.1} / {p99:>7.1} {base50:>7.1} / {base99:>7.1} {:>7.1} / {:>7.1}",
-                    if telemetry { "on" } else { "off" },
+                    telemetry,
                     p50 - base50,
                     p99 - base99,
                 );

@@ -101,6 +101,7 @@ impl CircuitBreakerRegistry {
 
     /// The breaker of `kernel`, made with the default config if it has none yet (seed 003's
     /// `get_circuit`). After the first call for a kernel: two atomic loads, no lock.
+    #[inline]
     pub fn get_circuit(&self, kernel: KernelId) -> &CircuitBreaker {
         let slot = self.slot(kernel);
         &slot
@@ -168,6 +169,7 @@ impl CircuitBreakerRegistry {
         self.iter().for_each(|(_, breaker)| breaker.reset());
     }
 
+    #[inline]
     fn slot(&self, kernel: KernelId) -> &OnceLock<Entry> {
         let (segment, offset) = locate(kernel);
         // `locate` keeps `segment < SEGMENTS` and `offset < FIRST << segment` for every u32
@@ -179,10 +181,12 @@ impl CircuitBreakerRegistry {
 
 /// The segment and offset of a kernel's entry. Segment `k` holds indices
 /// `FIRST * (2^k - 1) .. FIRST * (2^(k+1) - 1)`.
+#[inline]
 fn locate(kernel: KernelId) -> (usize, usize) {
     locate_index(kernel.index())
 }
 
+#[inline]
 fn locate_index(index: u32) -> (usize, usize) {
     let index = index as usize;
     let block = index / FIRST + 1;

@@ -198,7 +198,7 @@ impl Dispatcher for StaticDispatcher {
             return self.executor.fail(DispatchError::NoKernel { operation });
         };
         let start = self.executor.now();
-        let device = call_device(context, args);
+        let device = call_device(context.and_then(|c| c.device), args);
         let chain = route.chain.iter().map(|(id, entry)| (*id, Some(entry)));
         self.executor.run(operation, chain, args, device, start, start)
     }

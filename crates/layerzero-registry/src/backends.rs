@@ -141,6 +141,7 @@ impl BackendRegistry {
 
     /// A counter that moves on every change (a backend added, a health changed), so that
     /// selections made before one (cached, or kept by a prepared call) are made again.
+    #[inline]
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }

@@ -52,6 +52,7 @@ pub struct KernelSnapshot {
 impl KernelSnapshot {
     /// Counts registrations: 0 when empty, one more after each successful change.
     /// Caches keyed on the registry's contents include it.
+    #[inline]
     pub fn version(&self) -> u64 {
         self.version
     }
@@ -228,6 +229,7 @@ impl KernelRegistry {
     /// The current snapshot's version (see [`KernelSnapshot::version`]): one atomic load.
     /// A registration in progress may already be visible in [`snapshot`](Self::snapshot)
     /// but not yet here; never the other way round.
+    #[inline]
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }

@@ -424,14 +424,21 @@ impl SelectionEngine {
     /// answer: a policy swap ([`set_policy`](Self::set_policy)) or an
     /// [`invalidate`](Self::invalidate). With the kernel registry's version it tells a
     /// caller holding a selection (a prepared call) whether it is still current.
+    #[inline]
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
     /// The backend registry's version ([`BackendRegistry::version`]): cached answers are
     /// keyed by it, so a backend's health change is seen by the next selection.
+    #[inline]
     pub fn backends_version(&self) -> u64 {
         self.backends.version()
+    }
+
+    /// Whether answers are cached (`enable_cache`).
+    pub fn cache_enabled(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// The number of cached answers.

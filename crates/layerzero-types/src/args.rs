@@ -203,6 +203,7 @@ pub enum ArgsKind {
 
 impl ArgsKind {
     /// The argument kind an operation takes.
+    #[inline]
     pub const fn of(operation: OperationType) -> ArgsKind {
         match operation {
             OperationType::AttentionCausal
@@ -247,6 +248,7 @@ pub enum OpArgs<'a> {
 
 impl OpArgs<'_> {
     /// Which kind of arguments these are.
+    #[inline]
     pub const fn kind(&self) -> ArgsKind {
         match self {
             OpArgs::Attention(_) => ArgsKind::Attention,
@@ -258,6 +260,8 @@ impl OpArgs<'_> {
     }
 
     /// The selection context the arguments describe, from their tensors' metadata.
+    ///
+    /// Keep [`signature`](Self::signature) in step: it must pack everything read here.
     pub fn context(&self) -> Result<SelectionContext, TypesError> {
         match self {
             OpArgs::Attention(args) => args.context(),
@@ -267,6 +271,114 @@ impl OpArgs<'_> {
             OpArgs::Matmul(args) => args.context(),
         }
     }
+
+    /// Everything [`context`](Self::context) reads from these arguments, packed into a
+    /// few words: two argument sets with equal signatures derive equal contexts (or fail
+    /// alike). A dispatcher remembers a selection by it, which is cheaper than deriving
+    /// the context and comparing it field by field. `None` when the arguments do not fit
+    /// the packing (a dimension past `u32::MAX`, attention tensors not 4-D); callers
+    /// then derive the context.
+    ///
+    /// ```
+    /// use layerzero_types::{DType, NormArgs, OpArgs, Tensor};
+    ///
+    /// let (x, w) = (Tensor::zeros(&[2, 4], DType::F32)?, Tensor::zeros(&[4], DType::F32)?);
+    /// let (mut y, mut z) = (Tensor::zeros(&[2, 4], DType::F32)?, Tensor::zeros(&[2, 4], DType::F32)?);
+    /// let a = OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+    /// let b = OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: z.view_mut(), eps: 1e-5 });
+    /// assert_eq!(a.signature(), b.signature());
+    /// assert_eq!(a.context()?, b.context()?);
+    /// # Ok::<(), layerzero_types::TypesError>(())
+    /// ```
+    #[inline(always)]
+    pub fn signature(&self) -> Option<ArgsSignature> {
+        let (meta, dims, extra) = match self {
+            OpArgs::Attention(args) => {
+                // `from_attention` reads both tensors' four dims, dtypes and devices, and
+                // the layout; the context adds `is_causal` and `window_size`.
+                let (q, k) = (four_dims(args.query.dims())?, four_dims(args.key.dims())?);
+                let window = args.window_size.map_or(0, |w| (1 << 32) | u64::from(w));
+                let flags = u64::from(args.is_causal) | (args.layout as u64) << 1;
+                let meta = tensor_code(args.query.dtype(), args.query.device())
+                    | tensor_code(args.key.dtype(), args.key.device()) << 24
+                    | flags << 48;
+                return Some(ArgsSignature {
+                    words: [ArgsKind::Attention as u64 | meta << 8, q[0], q[1], k[0], k[1], window],
+                });
+            }
+            OpArgs::Norm(args) => (tensor_meta(&args.input), args.input.dims(), 0),
+            // Rope also reads the layout and the last dimension (head_dim).
+            OpArgs::Rope(args) => {
+                let last = args.x.dims().last().map_or(0, |&d| d as u64);
+                (tensor_meta(&args.x) | (args.layout as u64) << 32, args.x.dims(), last)
+            }
+            OpArgs::Swiglu(args) => match &args.input {
+                SwigluInput::Separate { gate, .. } => (tensor_meta(gate), gate.dims(), 0),
+                SwigluInput::Fused(gate_up) => (tensor_meta(gate_up) | 1 << 33, gate_up.dims(), 0),
+            },
+            OpArgs::Matmul(args) => (tensor_meta(&args.a), args.a.dims(), 0),
+        };
+        // `from_tensor` reads the rank and the first two dims.
+        let dim = |i: usize| dims.get(i).map_or(Some(0), |&d| u32::try_from(d).ok().map(u64::from));
+        let first_two = dim(0)? | dim(1)? << 32;
+        Some(ArgsSignature { words: [self.kind() as u64 | meta << 8, first_two, extra, 0, 0, 0] })
+    }
+}
+
+/// What [`OpArgs::context`] reads from a call's arguments, packed (see
+/// [`OpArgs::signature`]). Equal signatures mean equal derived contexts.
+#[derive(Clone, Copy, Debug)]
+pub struct ArgsSignature {
+    words: [u64; 6],
+}
+
+impl PartialEq for ArgsSignature {
+    /// Word by word, branch-free (a derived compare of the array calls `memcmp`).
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.words.iter().zip(&other.words).fold(0, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
+
+impl Eq for ArgsSignature {}
+
+impl std::hash::Hash for ArgsSignature {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.words.hash(state);
+    }
+}
+
+impl ArgsSignature {
+    /// The packed words, to hash.
+    pub fn words(&self) -> &[u64; 6] {
+        &self.words
+    }
+}
+
+/// A tensor's dtype and device in 24 bits: the dtype's code, then 0 for the host or
+/// 1 + the CUDA ordinal.
+#[inline]
+fn tensor_code(dtype: crate::DType, device: crate::Device) -> u64 {
+    let device = match device {
+        crate::Device::Cpu => 0,
+        crate::Device::Cuda(ordinal) => 1 + u64::from(ordinal),
+    };
+    dtype as u64 | device << 6
+}
+
+/// A tensor's dtype, device and rank (what `from_tensor` reads besides the dims).
+#[inline]
+fn tensor_meta(tensor: &impl crate::TensorMeta) -> u64 {
+    tensor_code(tensor.dtype(), tensor.device()) | (tensor.shape().dims().len() as u64 & 0xff) << 24
+}
+
+/// Four dims as two words of two `u32`s; `None` unless there are exactly four and each fits.
+#[inline]
+fn four_dims(dims: &[usize]) -> Option<[u64; 2]> {
+    let &[a, b, c, d] = dims else { return None };
+    let pack =
+        |lo: usize, hi: usize| Some(u64::from(u32::try_from(lo).ok()?) | u64::from(u32::try_from(hi).ok()?) << 32);
+    Some([pack(a, b)?, pack(c, d)?])
 }
 
 /// Why a kernel did not produce its output.
@@ -362,6 +474,7 @@ impl KernelImpl {
     }
 
     /// Runs the kernel; arguments of another kind are [`KernelError::WrongArguments`].
+    #[inline]
     pub fn call(&self, args: &mut OpArgs<'_>) -> KernelResult {
         (self.run)(args)
     }
@@ -377,6 +490,88 @@ impl fmt::Debug for KernelImpl {
 mod tests {
     use super::*;
     use crate::{DType, Tensor};
+
+    /// (signature, derived context) of many argument sets of every kind: shapes of ranks 1
+    /// to 4, two dtypes, both layouts, causal or not, windows, mismatched attention keys.
+    fn signatures_and_contexts() -> Vec<(Option<ArgsSignature>, Result<SelectionContext, TypesError>)> {
+        // The last two differ only past the dims `from_tensor` reads: equal signatures.
+        let shapes: [&[usize]; 8] =
+            [&[3], &[2, 3], &[3, 2], &[2, 3, 4], &[1, 2, 3, 4], &[2, 3, 2, 4], &[2, 2, 3, 4], &[2, 2, 5, 4]];
+        let mut out = Vec::new();
+        let mut record = |args: OpArgs<'_>| out.push((args.signature(), args.context()));
+        let table = Tensor::zeros(&[8, 2], DType::F32).unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            for dims in shapes {
+                let x = Tensor::zeros(dims, dtype).unwrap();
+                let w = Tensor::zeros(&[*dims.last().unwrap()], dtype).unwrap();
+                let mut y = Tensor::zeros(dims, dtype).unwrap();
+                record(OpArgs::Norm(NormArgs {
+                    input: x.view(),
+                    weight: w.view(),
+                    bias: None,
+                    output: y.view_mut(),
+                    eps: 1e-6,
+                }));
+                let input = SwigluInput::Separate { gate: x.view(), up: x.view() };
+                record(OpArgs::Swiglu(SwigluArgs { input, output: y.view_mut() }));
+                record(OpArgs::Swiglu(SwigluArgs { input: SwigluInput::Fused(x.view()), output: y.view_mut() }));
+                record(OpArgs::Matmul(MatmulArgs { a: x.view(), b: x.view(), output: y.view_mut() }));
+                for layout in [Layout::Bshd, Layout::Bhsd] {
+                    let (cos, sin) = (table.view(), table.view());
+                    let style = RopeStyle::Neox;
+                    record(OpArgs::Rope(RopeArgs { x: y.view_mut(), cos, sin, position_offset: 0, style, layout }));
+                }
+            }
+            for q_dims in &shapes[4..7] {
+                for k_dims in &shapes[3..7] {
+                    let (q, v) = (Tensor::zeros(q_dims, DType::F32).unwrap(), Tensor::zeros(k_dims, dtype).unwrap());
+                    let k = Tensor::zeros(k_dims, dtype).unwrap();
+                    let mut o = Tensor::zeros(q_dims, DType::F32).unwrap();
+                    for layout in [Layout::Bshd, Layout::Bhsd] {
+                        for (is_causal, window_size) in [(false, None), (true, None), (true, Some(2)), (true, Some(0))]
+                        {
+                            record(OpArgs::Attention(AttentionArgs {
+                                query: q.view(),
+                                key: k.view(),
+                                value: v.view(),
+                                output: o.view_mut(),
+                                layout,
+                                is_causal,
+                                scale: None,
+                                window_size,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn equal_signatures_derive_equal_contexts() {
+        let cases = signatures_and_contexts();
+        let signed = cases.iter().filter(|(signature, _)| signature.is_some()).count();
+        let valid = cases.iter().filter(|(_, context)| context.is_ok()).count();
+        // Only the 3-D attention keys do not pack; mismatched attention shapes and dtypes fail.
+        assert!(signed > 200 && valid > 100, "{signed} signed, {valid} valid of {}", cases.len());
+        let mut equal_pairs = 0;
+        for (i, (sa, ca)) in cases.iter().enumerate() {
+            for (sb, cb) in &cases[i + 1..] {
+                if sa.is_some() && sa == sb {
+                    equal_pairs += 1;
+                    assert_eq!(ca.as_ref().ok(), cb.as_ref().ok(), "{sa:?}");
+                    assert_eq!(ca.is_ok(), cb.is_ok());
+                }
+            }
+        }
+        assert!(equal_pairs >= 8, "{equal_pairs} pairs with equal signatures");
+        // Not one signature for everything: the valid cases have many.
+        let mut distinct: Vec<_> = cases.iter().filter_map(|(s, c)| s.and(c.as_ref().ok().map(|_| s))).collect();
+        distinct.sort_by_key(|s| s.map(|s| s.words));
+        distinct.dedup();
+        assert!(distinct.len() >= 50, "{} distinct signatures", distinct.len());
+    }
 
     fn fill_ones(args: &mut NormArgs<'_>) -> KernelResult {
         args.output.as_mut_slice::<f32>()?.fill(1.0);

@@ -507,6 +507,47 @@ mod tests {
     use crate::Tensor;
 
     #[test]
+    fn contexts_are_equal_exactly_when_every_field_is() {
+        let base = SelectionContext::default();
+        // One variant per field that differs from `base` in that field only, plus values
+        // 0 and absent told apart, and `dropout_p` compared as a float.
+        let variants = [
+            SelectionContext { batch_size: Some(0), ..base },
+            SelectionContext { seq_len: Some(0), ..base },
+            SelectionContext { seq_len_q: Some(1), ..base },
+            SelectionContext { seq_len_k: Some(1), ..base },
+            SelectionContext { head_dim: Some(1), ..base },
+            SelectionContext { num_heads: Some(1), ..base },
+            SelectionContext { num_kv_heads: Some(1), ..base },
+            SelectionContext { dtype: Some(DType::F32), ..base },
+            SelectionContext { device: Some(Device::Cpu), ..base },
+            SelectionContext { device: Some(Device::Cuda(0)), ..base },
+            SelectionContext { platform: Some(Platform::Cpu), ..base },
+            SelectionContext { layout: Some(Layout::Bshd), ..base },
+            SelectionContext { is_causal: Some(false), ..base },
+            SelectionContext { enable_gqa: Some(false), ..base },
+            SelectionContext { dropout_p: Some(0.0), ..base },
+            SelectionContext { is_cuda_graph_capturing: Some(false), ..base },
+            SelectionContext { requires_deterministic: Some(false), ..base },
+            SelectionContext { tp_size: Some(1), ..base },
+            SelectionContext { pp_size: Some(1), ..base },
+            SelectionContext { layer_index: Some(0), ..base },
+            SelectionContext { window_size: Some(0), ..base },
+            SelectionContext { compute_capability: Some(ComputeCapability::new(9, 0)), ..base },
+            base,
+        ];
+        for (i, a) in variants.iter().enumerate() {
+            for (j, b) in variants.iter().enumerate() {
+                assert_eq!(a == b, i == j, "{a:?} vs {b:?}");
+            }
+        }
+        let zero = SelectionContext { dropout_p: Some(0.0), ..base };
+        assert_eq!(zero, SelectionContext { dropout_p: Some(-0.0), ..base });
+        let nan = SelectionContext { dropout_p: Some(f32::NAN), ..base };
+        assert_ne!(nan, nan);
+    }
+
+    #[test]
     fn unknown_fields_are_absent_not_zero() {
         let ctx = SelectionContext::builder().batch_size(0).build().unwrap();
         assert_eq!(ctx.get(ContextField::BatchSize), Some(FieldValue::Int(0)));

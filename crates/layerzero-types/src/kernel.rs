@@ -47,6 +47,7 @@ impl KernelId {
     }
 
     /// The interned index, dense from 0: usable to index per-kernel tables.
+    #[inline]
     pub const fn index(self) -> u32 {
         self.0
     }

@@ -62,8 +62,8 @@ mod result;
 mod tensor;
 
 pub use args::{
-    ArgsKind, AttentionArgs, KernelError, KernelImpl, KernelResult, MatmulArgs, NormArgs, OpArgs, RopeArgs, RopeStyle,
-    SwigluArgs, SwigluInput,
+    ArgsKind, ArgsSignature, AttentionArgs, KernelError, KernelImpl, KernelResult, MatmulArgs, NormArgs, OpArgs,
+    RopeArgs, RopeStyle, SwigluArgs, SwigluInput,
 };
 pub use context::{ContextField, FieldKind, FieldValue, SelectionContext, SelectionContextBuilder};
 pub use device::{ComputeCapability, Device, Layout, Platform};

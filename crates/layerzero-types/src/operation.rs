@@ -67,6 +67,7 @@ impl OperationType {
     pub const COUNT: usize = OperationType::ALL.len();
 
     /// A dense index in `0..COUNT`, for tables indexed by operation.
+    #[inline]
     pub const fn index(self) -> usize {
         self as usize
     }
@@ -187,6 +188,7 @@ impl Operation {
     }
 
     /// The built-in operation, if this is one.
+    #[inline]
     pub const fn known(self) -> Option<OperationType> {
         match self {
             Operation::Known(op) => Some(op),

@@ -41,16 +41,19 @@ impl Shape {
     }
 
     /// The dimensions.
+    #[inline]
     pub fn dims(&self) -> &[usize] {
         &self.dims[..self.rank()]
     }
 
     /// The number of dimensions.
+    #[inline]
     pub fn rank(&self) -> usize {
         usize::from(self.rank)
     }
 
     /// The number of elements.
+    #[inline]
     pub fn numel(&self) -> usize {
         self.numel
     }
@@ -83,6 +86,7 @@ pub struct Strides {
 
 impl Strides {
     /// The strides, one per dimension.
+    #[inline]
     pub fn as_slice(&self) -> &[usize] {
         &self.values[..usize::from(self.rank)]
     }
@@ -329,33 +333,40 @@ macro_rules! tensor_metadata {
     ($($ty:ty),*) => {$(
         impl $ty {
             /// The dimensions.
+            #[inline]
             pub fn dims(&self) -> &[usize] {
                 self.shape.dims()
             }
 
             /// The element type.
+            #[inline]
             pub fn dtype(&self) -> DType {
                 self.dtype
             }
 
             /// Where the data lives.
+            #[inline]
             pub fn device(&self) -> Device {
                 self.device
             }
 
             /// The number of elements.
+            #[inline]
             pub fn numel(&self) -> usize {
                 self.shape.numel()
             }
         }
 
         impl TensorMeta for $ty {
+            #[inline]
             fn shape(&self) -> &Shape {
                 &self.shape
             }
+            #[inline]
             fn dtype(&self) -> DType {
                 self.dtype
             }
+            #[inline]
             fn device(&self) -> Device {
                 self.device
             }
