@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use layerzero::dispatch::{DispatchConfig, DispatchMode, Dispatcher, create_dynamic_dispatcher};
 use layerzero::registry::{BackendRegistry, KernelRegistry};
 use layerzero::types::{DType, NormArgs, OpArgs, OperationType, RopeStyle, Tensor};
@@ -17,31 +17,60 @@ use layerzero_kernels::cuda::{
     self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant, ptx,
 };
 
-const ITERATIONS: usize = 30;
+const ITERATIONS: usize = 100;
 
-/// Median milliseconds of `run` over ITERATIONS timed launches (CUDA events), after warm-up.
-fn time_ms(gpu: &CudaDevice, mut run: impl FnMut()) -> f64 {
-    // Warm up for at least 25 ms (as triton's do_bench does): after seconds of host work the
-    // card's clocks are down, and a few launches are not enough to bring them back.
+/// Median device times of one piece of work, in milliseconds, measured two ways.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// As triton's `do_bench` (peers.py) measures: a 256 MiB memset (the L2 flush) is queued
+    /// before each start event, so the card is busy while the host queues the launch and
+    /// no input is left warm in L2. The figure compared with the peers.
+    busy: f64,
+    /// With the stream idle when the start event is recorded (this bench's former method):
+    /// the host's time to queue the launch is counted in, as a caller that waits on every
+    /// launch would see it.
+    idle: f64,
+}
+
+/// Times `run` both ways after a warm-up of at least 25 ms (as `do_bench`: after seconds of
+/// host work the card's clocks are down, and a few launches are not enough to bring them
+/// back); `flush` is the 256 MiB buffer cleared before each busy sample.
+fn time_ms(gpu: &CudaDevice, flush: &mut CudaSlice<u8>, mut run: impl FnMut()) -> Timing {
     let warm_up = Instant::now();
     while warm_up.elapsed().as_millis() < 25 {
         run();
         gpu.synchronize().expect("sync");
     }
     let stream = gpu.stream();
-    let mut samples: Vec<f64> = (0..ITERATIONS)
+    // cudarc's default events do not time; ask for timing ones.
+    let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let median = |mut samples: Vec<f64>| {
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2]
+    };
+    let events: Vec<_> = (0..ITERATIONS)
         .map(|_| {
-            // cudarc's default events do not time; ask for timing ones.
-            let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+            stream.memset_zeros(flush).expect("flush");
             let start = stream.record_event(timing).expect("event");
             run();
-            let end = stream.record_event(timing).expect("event");
-            end.synchronize().expect("sync");
-            f64::from(start.elapsed_ms(&end).expect("elapsed"))
+            (start, stream.record_event(timing).expect("event"))
         })
         .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    gpu.synchronize().expect("sync");
+    let busy = median(events.iter().map(|(start, end)| f64::from(start.elapsed_ms(end).expect("elapsed"))).collect());
+    let idle = median(
+        (0..ITERATIONS)
+            .map(|_| {
+                gpu.synchronize().expect("sync");
+                let start = stream.record_event(timing).expect("event");
+                run();
+                let end = stream.record_event(timing).expect("event");
+                end.synchronize().expect("sync");
+                f64::from(start.elapsed_ms(&end).expect("elapsed"))
+            })
+            .collect(),
+    );
+    Timing { busy, idle }
 }
 
 fn random_tensor(gpu: &CudaDevice, dims: &[usize], seed: u64) -> Tensor {
@@ -58,9 +87,14 @@ fn random_tensor(gpu: &CudaDevice, dims: &[usize], seed: u64) -> Tensor {
     Tensor::from_f32(&values, dims, DType::BF16).expect("tensor").to_cuda(gpu.stream()).expect("upload")
 }
 
-fn row(name: &str, shape: &str, ms: f64, bytes: f64, ceiling: f64) {
-    let gbps = bytes / ms / 1e6;
-    println!("{name:<34} {shape:<22} {:>9.1} µs {gbps:>8.0} GB/s {:>6.1}% of copy", ms * 1e3, 100.0 * gbps / ceiling);
+fn row(name: &str, shape: &str, t: Timing, bytes: f64, ceiling: f64) {
+    let gbps = bytes / t.busy / 1e6;
+    println!(
+        "{name:<40} {shape:<18} {:>8.1} µs {gbps:>6.0} GB/s {:>6.1}% of copy   (idle start: {:>6.0} GB/s)",
+        t.busy * 1e3,
+        100.0 * gbps / ceiling,
+        bytes / t.idle / 1e6
+    );
 }
 
 fn main() {
@@ -72,14 +106,21 @@ fn main() {
     let info = cuda::backend_info(&devices);
     println!("{} ({}), {}", gpu.info().name, gpu.device(), info.version.unwrap_or_default());
 
+    println!(
+        "Timed as peers.py's do_bench: median of {ITERATIONS}, a 256 MiB L2 flush queued before each start event; \
+         'idle start' is the median with the stream idle at the start event (host launch time counted in)."
+    );
+    let mut flush = gpu.stream().alloc_zeros::<u8>(256 << 20).expect("alloc");
+    let flush = &mut flush;
+
     // The copy ceiling: 2 GiB device to device, read + write counted.
     let copy_bytes = 2usize << 30;
     let src = gpu.stream().alloc_zeros::<u8>(copy_bytes).expect("alloc");
     let mut dst = gpu.stream().alloc_zeros::<u8>(copy_bytes).expect("alloc");
-    let copy_ms = time_ms(gpu, || gpu.stream().memcpy_dtod(&src, &mut dst).expect("copy"));
-    let ceiling = 2.0 * copy_bytes as f64 / copy_ms / 1e6;
+    let copy = time_ms(gpu, flush, || gpu.stream().memcpy_dtod(&src, &mut dst).expect("copy"));
+    let ceiling = 2.0 * copy_bytes as f64 / copy.busy / 1e6;
     drop((src, dst));
-    println!("{:<34} {:<22} {:>9.1} µs {ceiling:>8.0} GB/s", "copy d2d (ceiling)", "2 GiB", copy_ms * 1e3);
+    row("copy d2d (ceiling)", "2 GiB", copy, 2.0 * copy_bytes as f64, ceiling);
 
     let e = 2.0; // bytes per bf16
     for (rows, hidden) in [(16384, 4096), (65536, 4096), (4096, 8192)] {
@@ -92,7 +133,7 @@ fn main() {
             if gpu.rms_norm(variant, &x, None, &w, &mut y, 1e-6).is_err() {
                 continue; // outside this variant's limits
             }
-            let ms = time_ms(gpu, || gpu.rms_norm(variant, &x, None, &w, &mut y, 1e-6).expect("rms_norm"));
+            let ms = time_ms(gpu, flush, || gpu.rms_norm(variant, &x, None, &w, &mut y, 1e-6).expect("rms_norm"));
             row(&format!("rms_norm {variant:?}"), &format!("{rows}x{hidden}"), ms, bytes, ceiling);
         }
     }
@@ -106,7 +147,7 @@ fn main() {
         let bytes = 4.0 * (rows * hidden) as f64 * e + hidden as f64 * e;
         let tuned = [1, 2, 4, 8].map(|packs_per_thread| RmsNormVariant::BlockTuned { packs_per_thread });
         for variant in [RmsNormVariant::Block, RmsNormVariant::Scalar].into_iter().chain(tuned) {
-            let ms = time_ms(gpu, || {
+            let ms = time_ms(gpu, flush, || {
                 gpu.rms_norm(variant, &x, Some((&r, &mut r_out)), &w, &mut y, 1e-6).expect("add+rms_norm")
             });
             row(&format!("add+rms_norm {variant:?} (4 passes)"), &format!("{rows}x{hidden}"), ms, bytes, ceiling);
@@ -120,7 +161,8 @@ fn main() {
         let mut y = random_tensor(gpu, &[rows, hidden], 23);
         let bytes = 2.0 * (rows * hidden) as f64 * e + 2.0 * hidden as f64 * e;
         for variant in [LayerNormVariant::Block, LayerNormVariant::Scalar] {
-            let ms = time_ms(gpu, || gpu.layer_norm(variant, &x, &w, Some(&b), &mut y, 1e-5).expect("layer_norm"));
+            let ms =
+                time_ms(gpu, flush, || gpu.layer_norm(variant, &x, &w, Some(&b), &mut y, 1e-5).expect("layer_norm"));
             row(&format!("layer_norm {variant:?}"), &format!("{rows}x{hidden}"), ms, bytes, ceiling);
         }
     }
@@ -143,13 +185,18 @@ fn main() {
         // q and k read and written, cos and sin read once per token.
         let bytes = 2.0 * (tokens * 40 * head_dim) as f64 * e + 2.0 * (tokens * head_dim / 2) as f64 * 4.0;
         for variant in [RopeVariant::Vector, RopeVariant::Scalar] {
-            let ms = time_ms(gpu, || {
+            let ms = time_ms(gpu, flush, || {
                 gpu.rope_in_place(variant, RopeStyle::Neox, &mut q, RopeTables { cos: &cos, sin: &sin }, 0)
                     .expect("rope q");
                 gpu.rope_in_place(variant, RopeStyle::Neox, &mut k, RopeTables { cos: &cos, sin: &sin }, 0)
                     .expect("rope k");
             });
-            row(&format!("rope NeoX {variant:?}, q+k in place"), "16384x(32+8)x128", ms, bytes, ceiling);
+            row(&format!("rope NeoX {variant:?}, q, k: 2 launches"), "16384x(32+8)x128", ms, bytes, ceiling);
+            let ms = time_ms(gpu, flush, || {
+                gpu.rope_qk_in_place(variant, RopeStyle::Neox, &mut q, &mut k, RopeTables { cos: &cos, sin: &sin }, 0)
+                    .expect("rope q+k");
+            });
+            row(&format!("rope NeoX {variant:?}, q+k 1 launch"), "16384x(32+8)x128", ms, bytes, ceiling);
         }
     }
     {
@@ -160,89 +207,154 @@ fn main() {
         let mut out = random_tensor(gpu, &[rows, inter], 12);
         let bytes = 3.0 * (rows * inter) as f64 * e;
         for variant in [SwigluVariant::Vector, SwigluVariant::Scalar] {
-            let ms = time_ms(gpu, || {
+            let ms = time_ms(gpu, flush, || {
                 gpu.swiglu(variant, SwigluDeviceInput::Separate { gate: &gate, up: &up }, &mut out).expect("swiglu")
             });
             row(&format!("swiglu {variant:?}, two inputs"), &format!("{rows}x{inter}"), ms, bytes, ceiling);
-            let ms =
-                time_ms(gpu, || gpu.swiglu(variant, SwigluDeviceInput::Fused(&gate_up), &mut out).expect("swiglu"));
+            let ms = time_ms(gpu, flush, || {
+                gpu.swiglu(variant, SwigluDeviceInput::Fused(&gate_up), &mut out).expect("swiglu")
+            });
             row(&format!("swiglu {variant:?}, fused gate-up"), &format!("{rows}x2*{inter}"), ms, bytes, ceiling);
         }
     }
 
-    // Host cost per launch of a tiny rms_norm: through LayerZero's checked entry point and
-    // through a raw cudarc launch of the same kernel and arguments.
+    launch_overhead(&devices, gpu);
+    matmul_rows(gpu, flush);
+}
+
+/// Host cost per launch of a tiny rms_norm (one row of 64): through LayerZero's checked
+/// entry point, through a DynamicDispatcher with its defaults (the context from the device
+/// views, a selection-cache hit, the breaker, the executor, timing and telemetry; issue
+/// 12's target: at most 1.05x the raw launch), through a raw cudarc `launch_builder` launch
+/// of the same kernel and arguments, and through `cuLaunchKernel` alone.
+///
+/// Each is timed in batches of 500 launches with the stream drained between batches, so
+/// the launch queue never fills and the figure is the host's, not the card's; 60 batches
+/// each, the four taking turns in a rotating order so that clock or driver drift favours
+/// none; the median batch, per launch.
+fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     let x = random_tensor(gpu, &[1, 64], 13);
     let w = random_tensor(gpu, &[64], 14);
     let mut y = random_tensor(gpu, &[1, 64], 15);
+    let mut y_dispatch = random_tensor(gpu, &[1, 64], 16);
     let module = gpu.stream().context().load_module(cudarc::nvrtc::Ptx::from_src(ptx::NORM)).expect("module");
     let function = module.load_function("rms_norm_warp_bf16_v1").expect("function");
-    let launches = 20_000;
-    let host_us = |f: &mut dyn FnMut()| {
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            gpu.synchronize().expect("sync");
-            let start = Instant::now();
-            for _ in 0..launches {
-                f();
-            }
-            best = best.min(start.elapsed().as_secs_f64() * 1e6 / launches as f64);
-            gpu.synchronize().expect("sync");
-        }
-        best
-    };
-    let layerzero_us = host_us(&mut || gpu.rms_norm(RmsNormVariant::Warp, &x, None, &w, &mut y, 1e-6).expect("launch"));
-    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-    let (xs, ws) = (x.cuda_bytes().expect("x"), w.cuda_bytes().expect("w"));
-    let (null, zero, stride, rows, hidden, eps) = (0u64, 0i64, 64i64, 1i32, 64i32, 1e-6f32);
-    let mut ys = y.cuda_bytes_mut().expect("y").clone();
-    let raw_us = host_us(&mut || {
-        let mut builder = gpu.stream().launch_builder(&function);
-        builder.arg(xs).arg(&stride).arg(&null).arg(&zero).arg(&null).arg(&zero).arg(ws).arg(&mut ys);
-        builder.arg(&stride).arg(&rows).arg(&hidden).arg(&eps);
-        // SAFETY: the arguments match rms_norm_warp_bf16_v1 (see kernels/norm.cu) and the
-        // buffers hold one row of 64 elements, which is all the launch touches.
-        unsafe { builder.launch(cfg) }.expect("raw launch");
-    });
-    println!(
-        "launch overhead (host, tiny rms_norm): LayerZero {layerzero_us:.2} µs, raw cudarc {raw_us:.2} µs, ratio {:.3}",
-        layerzero_us / raw_us
-    );
 
-    // The same launch through a DynamicDispatcher with its defaults: the context from the
-    // device views, a selection-cache hit, the breaker, the executor, timing and telemetry
-    // (issue 12's target: at most 1.05x the raw launch). Only the warp variant is registered
-    // beside the CPU kernels, so selection picks the kernel the raw launch runs.
+    // Only the warp variant is registered beside the CPU kernels, so selection picks the
+    // kernel the raw launch runs.
     let kernels = KernelRegistry::new();
     layerzero_kernels::register_cpu_kernels(&kernels).expect("cpu kernels");
-    let warp: Vec<_> = cuda::cuda_kernels(Arc::clone(&devices))
+    let warp: Vec<_> = cuda::cuda_kernels(Arc::clone(devices))
         .expect("specs")
         .into_iter()
         .filter(|(spec, _)| spec.id.as_str() == "cuda.rms_norm.warp")
         .collect();
     kernels.register_all_with_impls(warp).expect("register");
     let backends = BackendRegistry::detect();
-    cuda::register_cuda_backend(&backends, &devices).expect("backend");
+    cuda::register_cuda_backend(&backends, devices).expect("backend");
     let config = DispatchConfig::builder().mode(DispatchMode::Dynamic).build().expect("config");
     let dispatcher =
         create_dynamic_dispatcher(Arc::new(kernels), Arc::new(backends), config, true).expect("dispatcher");
-    let mut args =
-        OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
-    let chosen = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch").kernel_id;
-    let dispatch_us = host_us(&mut || {
-        dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch");
+    let mut args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: y_dispatch.view_mut(),
+        eps: 1e-6,
     });
+    let chosen = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch").kernel_id;
+
+    let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let (xs, ws) = (x.cuda_bytes().expect("x"), w.cuda_bytes().expect("w"));
+    let (null, zero, stride, rows, hidden, eps) = (0u64, 0i64, 64i64, 1i32, 64i32, 1e-6f32);
+    let mut ys = y.cuda_bytes_mut().expect("y").clone();
+    let (x_address, y_address, w_address) = {
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
+        (xs.device_ptr(gpu.stream()).0, ys.device_ptr_mut(gpu.stream()).0, ws.device_ptr(gpu.stream()).0)
+    };
+    let mut layerzero = || gpu.rms_norm(RmsNormVariant::Warp, &x, None, &w, &mut y, 1e-6).expect("launch");
+    let mut dispatch = || {
+        dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch");
+    };
+    let mut raw = || {
+        let mut builder = gpu.stream().launch_builder(&function);
+        builder.arg(xs).arg(&stride).arg(&null).arg(&zero).arg(&null).arg(&zero).arg(ws).arg(&mut ys);
+        builder.arg(&stride).arg(&rows).arg(&hidden).arg(&eps);
+        // SAFETY: the arguments match rms_norm_warp_bf16_v1 (see kernels/norm.cu) and the
+        // buffers hold one row of 64 elements, which is all the launch touches.
+        unsafe { builder.launch(cfg) }.expect("raw launch");
+    };
+    let mut bare = || {
+        fn param<T>(value: &T) -> *mut std::ffi::c_void {
+            (value as *const T).cast_mut().cast()
+        }
+        let mut params = [
+            param(&x_address),
+            param(&stride),
+            param(&null),
+            param(&zero),
+            param(&null),
+            param(&zero),
+            param(&w_address),
+            param(&y_address),
+            param(&stride),
+            param(&rows),
+            param(&hidden),
+            param(&eps),
+        ];
+        // SAFETY: as the raw launch above: the same kernel, arguments and buffers (which
+        // outlive every launch), on the device's stream, whose context is current.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                function.cu_function(),
+                cfg.grid_dim,
+                cfg.block_dim,
+                0,
+                gpu.stream().cu_stream(),
+                &mut params,
+            )
+        }
+        .expect("bare launch");
+    };
+    let candidates: [&mut dyn FnMut(); 4] = [&mut layerzero, &mut dispatch, &mut raw, &mut bare];
+    const BATCH: usize = 500;
+    const BATCHES: usize = 60;
+    let mut samples = [const { Vec::new() }; 4];
+    for batch in 0..BATCHES + 2 {
+        for turn in 0..candidates.len() {
+            let which = (batch + turn) % candidates.len();
+            gpu.synchronize().expect("sync");
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                candidates[which]();
+            }
+            let us = start.elapsed().as_secs_f64() * 1e6 / BATCH as f64;
+            if batch >= 2 {
+                samples[which].push(us); // the first two rounds warm up
+            }
+        }
+    }
+    gpu.synchronize().expect("sync");
+    let [layerzero_us, dispatch_us, raw_us, bare_us] = samples.map(|mut s| {
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    });
+    println!(
+        "launch overhead (host, tiny rms_norm): LayerZero {layerzero_us:.2} µs, raw cudarc {raw_us:.2} µs, ratio {:.3} \
+         (bare cuLaunchKernel {bare_us:.2} µs, ratio {:.3})",
+        layerzero_us / raw_us,
+        layerzero_us / bare_us
+    );
     println!(
         "launch overhead (host, tiny rms_norm) through a DynamicDispatcher ({chosen}): {dispatch_us:.2} µs, ratio to raw cudarc {:.3}",
         dispatch_us / raw_us
     );
-    matmul_rows(gpu);
 }
 
 /// cuBLAS bf16 GEMMs of a Llama-8B layer: prefill (16384 tokens) and a batch-32 decode,
 /// in TFLOP/s and, for decode, GB/s of weight read (GPU.md §5 anchors: 656–715 TFLOP/s
 /// prefill, 0.0285 ms for 32×6144×4096).
-fn matmul_rows(gpu: &CudaDevice) {
+fn matmul_rows(gpu: &CudaDevice, flush: &mut CudaSlice<u8>) {
     for (what, m, k, n) in [
         ("matmul prefill qkv", 16384, 4096, 6144),
         ("matmul prefill up", 16384, 4096, 14336),
@@ -251,7 +363,7 @@ fn matmul_rows(gpu: &CudaDevice) {
         let a = random_tensor(gpu, &[m, k], 21);
         let b = random_tensor(gpu, &[k, n], 22);
         let mut c = random_tensor(gpu, &[m, n], 23);
-        let ms = time_ms(gpu, || gpu.matmul(&a, &b, &mut c).expect("matmul"));
+        let ms = time_ms(gpu, flush, || gpu.matmul(&a, &b, &mut c).expect("matmul")).busy;
         let tflops = 2.0 * (m * k * n) as f64 / ms / 1e9;
         let weight_gbps = (k * n * 2) as f64 / ms / 1e6;
         println!(

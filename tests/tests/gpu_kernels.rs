@@ -364,6 +364,110 @@ fn rope_matches_the_reference() {
     }
 }
 
+/// The rope reference in float64: rows of `head_dim`, `heads` per token, in place.
+fn rope_reference(
+    x: &[f32],
+    heads: usize,
+    head_dim: usize,
+    (seq, offset): (usize, usize),
+    (cos, sin, half): (&[f32], &[f32], usize),
+    style: RopeStyle,
+) -> Vec<f64> {
+    let mut reference: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    for (r, row) in reference.chunks_mut(head_dim).enumerate() {
+        let position = offset + (r / heads) % seq;
+        for i in 0..half {
+            let (c, s) = (f64::from(cos[position * half + i]), f64::from(sin[position * half + i]));
+            let (ia, ib) = if style == RopeStyle::Neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+            let (a, b) = (row[ia], row[ib]);
+            row[ia] = a * c - b * s;
+            row[ib] = b * c + a * s;
+        }
+    }
+    reference
+}
+
+/// Queries and keys in one launch: each as the float64 reference rotates it alone, for
+/// head counts that do not divide the kernel's head groups, a partial rotary width, and
+/// positions past the first.
+#[test]
+fn rope_of_queries_and_keys_in_one_launch_matches_the_reference() {
+    let Some(gpu) = gpu() else { return };
+    // (batch, seq, q heads, k heads, head_dim, rot, offset)
+    let shapes = [
+        (1, 1, 1, 1, 2, 2, 0),
+        (2, 3, 4, 2, 64, 64, 0),
+        (1, 5, 3, 1, 128, 64, 7),
+        (1, 3, 2, 2, 18, 18, 0),
+        (3, 7, 32, 8, 128, 128, 100),
+        (1, 4, 5, 3, 256, 128, 1),
+    ];
+    for dtype in DTYPES {
+        for (batch, seq, q_heads, k_heads, head_dim, rot, offset) in shapes {
+            let (q_dims, k_dims) = ([batch, seq, q_heads, head_dim], [batch, seq, k_heads, head_dim]);
+            let q = rounded(&values(q_dims.iter().product(), 41 + head_dim as u64), dtype);
+            let k = rounded(&values(k_dims.iter().product(), 43 + head_dim as u64), dtype);
+            let positions = offset + seq + 2;
+            let (cos, sin) = rope_tables(positions, rot);
+            let (cos_d, sin_d) = (
+                upload(&gpu, &cos, &[positions, rot / 2], DType::F32),
+                upload(&gpu, &sin, &[positions, rot / 2], DType::F32),
+            );
+            let half = rot / 2;
+            for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
+                let tables = (cos.as_slice(), sin.as_slice(), half);
+                let q_reference = rope_reference(&q, q_heads, head_dim, (seq, offset), tables, style);
+                let k_reference = rope_reference(&k, k_heads, head_dim, (seq, offset), tables, style);
+                for variant in [RopeVariant::Vector, RopeVariant::Scalar] {
+                    let case =
+                        format!("{variant:?} {style} {dtype} q {q_dims:?} k {k_dims:?} rot={rot} offset={offset}");
+                    let (mut qd, mut kd) = (upload(&gpu, &q, &q_dims, dtype), upload(&gpu, &k, &k_dims, dtype));
+                    let result = gpu.rope_qk_in_place(
+                        variant,
+                        style,
+                        &mut qd,
+                        &mut kd,
+                        RopeTables { cos: &cos_d, sin: &sin_d },
+                        offset,
+                    );
+                    let p = pack(dtype);
+                    let rotated = if style == RopeStyle::Neox { half } else { rot };
+                    if variant == RopeVariant::Vector && (!head_dim.is_multiple_of(p) || !rotated.is_multiple_of(p)) {
+                        assert!(matches!(result, Err(KernelError::Unsupported(_))), "{case}: expected a refusal");
+                        continue;
+                    }
+                    result.unwrap_or_else(|e| panic!("{case}: {e}"));
+                    gpu.synchronize().unwrap();
+                    let q_error = relative_error(&download(&qd), &q_reference);
+                    let k_error = relative_error(&download(&kd), &k_reference);
+                    assert!(q_error <= tolerance(dtype), "{case}: q relative error {q_error:e}");
+                    assert!(k_error <= tolerance(dtype), "{case}: k relative error {k_error:e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rope_of_queries_and_keys_refuses_keys_unlike_the_queries() {
+    let Some(gpu) = gpu() else { return };
+    let (cos, sin) = rope_tables(8, 64);
+    let (cos_d, sin_d) = (upload(&gpu, &cos, &[8, 32], DType::F32), upload(&gpu, &sin, &[8, 32], DType::F32));
+    let mut q = upload(&gpu, &values(3 * 4 * 64, 5), &[1, 3, 4, 64], DType::BF16);
+    let before = download(&q);
+    let tables = RopeTables { cos: &cos_d, sin: &sin_d };
+    for (k_dims, k_dtype) in [
+        ([1, 3, 2, 32], DType::BF16), // another head_dim
+        ([1, 2, 2, 64], DType::BF16), // another seq
+        ([1, 3, 2, 64], DType::F16),  // another dtype
+    ] {
+        let mut k = upload(&gpu, &values(k_dims.iter().product(), 6), &k_dims, k_dtype);
+        let result = gpu.rope_qk_in_place(RopeVariant::Vector, RopeStyle::Neox, &mut q, &mut k, tables, 0);
+        assert!(matches!(result, Err(KernelError::InvalidArgument(_))), "k {k_dims:?} {k_dtype}: {result:?}");
+    }
+    assert_eq!(download(&q), before, "nothing ran");
+}
+
 #[test]
 fn rope_refuses_positions_past_its_tables() {
     let Some(gpu) = gpu() else { return };

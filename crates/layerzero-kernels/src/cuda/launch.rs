@@ -6,9 +6,10 @@
 //! outside an allocation.
 #![allow(unsafe_code)]
 
+use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaStream, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig};
 
 use super::CudaError;
 
@@ -52,6 +53,47 @@ fn launch_error(kernel: &'static str, cfg: LaunchConfig, e: cudarc::driver::Driv
     CudaError::Launch { kernel, grid: cfg.grid_dim, block: cfg.block_dim, message: e.to_string() }
 }
 
+/// The address of one kernel argument, as `cuLaunchKernel` takes it.
+fn param<T>(value: &T) -> *mut c_void {
+    (value as *const T).cast_mut().cast()
+}
+
+/// Queues `function` on `stream` with `params` (one pointer per kernel argument, in order).
+///
+/// cudarc's `launch_builder` collects the arguments in `Vec`s (a few allocations per
+/// launch); here they are an array on the caller's stack, so a launch costs the context
+/// check and `cuLaunchKernel` alone. The callers take each buffer's address through
+/// `device_ptr` / `device_ptr_mut`, whose guards (dropped after this returns) keep cudarc's
+/// cross-stream ordering exactly as the builder would.
+///
+/// # Safety
+/// `params` must match the kernel's parameter list in number, order and type, and every
+/// address the kernel can form from them must lie inside a live allocation.
+unsafe fn launch_raw(
+    stream: &CudaStream,
+    function: &CudaFunction,
+    name: &'static str,
+    cfg: LaunchConfig,
+    params: &mut [*mut c_void],
+) -> Result<(), CudaError> {
+    // Makes the stream's context current on this thread (one `cuCtxGetCurrent` when it
+    // already is), and reports an error a buffer's `device_ptr` recorded above.
+    stream.context().bind_to_thread().map_err(|e| launch_error(name, cfg, e))?;
+    // SAFETY: the function belongs to a module of the stream's context (both come from the
+    // same `CudaDevice`), which is current; the caller vouches for `params`.
+    unsafe {
+        cudarc::driver::result::launch_kernel(
+            function.cu_function(),
+            cfg.grid_dim,
+            cfg.block_dim,
+            cfg.shared_mem_bytes,
+            stream.cu_stream(),
+            params,
+        )
+    }
+    .map_err(|e| launch_error(name, cfg, e))
+}
+
 /// Row-wise buffers of the norm kernels (`norm.cu`), strides in elements.
 pub(crate) struct NormLaunch<'a> {
     pub x: CudaView<'a, u8>,
@@ -87,28 +129,42 @@ pub(crate) fn norm(
     let hidden_i32 =
         i32::try_from(hidden).map_err(|_| CudaError::TooLarge { kernel: name, what: "hidden", value: hidden })?;
     let (x_stride, y_stride) = (as_i64(args.x_stride)?, as_i64(args.y_stride)?);
-    let null = 0u64;
     let (residual_stride, residual_out_stride) = match &args.residual {
         Some((_, rs, _, ros)) => (as_i64(*rs)?, as_i64(*ros)?),
         None => (0, 0),
     };
-    let mut builder = stream.launch_builder(function);
-    builder.arg(&args.x).arg(&x_stride);
-    match &mut args.residual {
-        Some((residual, _, residual_out, _)) => {
-            builder.arg(&*residual).arg(&residual_stride).arg(residual_out).arg(&residual_out_stride);
+    let (x, _x_guard) = args.x.device_ptr(stream);
+    let (weight, _weight_guard) = args.weight.device_ptr(stream);
+    let (y, _y_guard) = args.y.device_ptr_mut(stream);
+    let (residual, _residual_guard, residual_out, _residual_out_guard) = match &mut args.residual {
+        Some((r, _, r_out, _)) => {
+            let (r, r_guard) = r.device_ptr(stream);
+            let (r_out, r_out_guard) = r_out.device_ptr_mut(stream);
+            (r, Some(r_guard), r_out, Some(r_out_guard))
         }
-        None => {
-            builder.arg(&null).arg(&residual_stride).arg(&null).arg(&residual_out_stride);
-        }
-    }
-    builder.arg(&args.weight).arg(&mut args.y).arg(&y_stride).arg(&rows_i32).arg(&hidden_i32).arg(&args.eps);
-    // SAFETY: the argument list matches `LZ_NORM_ARGS` in norm.cu (pointers, i64 strides,
-    // i32 rows and hidden, f32 eps). Every element the kernel indexes is
-    // `row · stride + j` with row < rows and j < hidden, which `check` bounded above for
-    // each buffer; the weight is read at j < hidden. A null residual is never dereferenced
-    // (the kernel tests for it).
-    unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
+        None => (0, None, 0, None),
+    };
+    let mut params = [
+        param(&x),
+        param(&x_stride),
+        param(&residual),
+        param(&residual_stride),
+        param(&residual_out),
+        param(&residual_out_stride),
+        param(&weight),
+        param(&y),
+        param(&y_stride),
+        param(&rows_i32),
+        param(&hidden_i32),
+        param(&args.eps),
+    ];
+    // SAFETY: the parameters match `LZ_NORM_ARGS` in norm.cu (pointers, i64 strides, i32
+    // rows and hidden, f32 eps), each pointing at a local that outlives the call. Every
+    // element the kernel indexes is `row · stride + j` with row < rows and j < hidden,
+    // which `check` bounded above for each buffer; the weight is read at j < hidden. A null
+    // residual is never dereferenced (the kernel tests for it). The guards live past the
+    // launch.
+    unsafe { launch_raw(stream, function, name, cfg, &mut params) }
 }
 
 /// Row-wise buffers of the swiglu kernels (`activation.cu`), strides in elements.
@@ -142,20 +198,24 @@ pub(crate) fn swiglu(
         i32::try_from(inter).map_err(|_| CudaError::TooLarge { kernel: name, what: "inter", value: inter })?;
     let (gate_stride, up_stride, out_stride) =
         (as_i64(args.gate_stride)?, as_i64(args.up_stride)?, as_i64(args.out_stride)?);
-    let mut builder = stream.launch_builder(function);
-    builder
-        .arg(&args.gate)
-        .arg(&gate_stride)
-        .arg(&args.up)
-        .arg(&up_stride)
-        .arg(&mut args.out)
-        .arg(&out_stride)
-        .arg(&rows_i32)
-        .arg(&inter_i32);
-    // SAFETY: the argument list matches `LZ_SWIGLU` in activation.cu. The kernel indexes
-    // `row · stride + col` with row < rows and col < inter for each buffer (threads past
-    // rows · inter return first), bounded by `check` above.
-    unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
+    let (gate, _gate_guard) = args.gate.device_ptr(stream);
+    let (up, _up_guard) = args.up.device_ptr(stream);
+    let (out, _out_guard) = args.out.device_ptr_mut(stream);
+    let mut params = [
+        param(&gate),
+        param(&gate_stride),
+        param(&up),
+        param(&up_stride),
+        param(&out),
+        param(&out_stride),
+        param(&rows_i32),
+        param(&inter_i32),
+    ];
+    // SAFETY: the parameters match `LZ_SWIGLU` in activation.cu, each pointing at a local
+    // that outlives the call. The kernel indexes `row · stride + col` with row < rows and
+    // col < inter for each buffer (threads past rows · inter return first), bounded by
+    // `check` above. The guards live past the launch.
+    unsafe { launch_raw(stream, function, name, cfg, &mut params) }
 }
 
 /// Buffers of the layer-norm kernels (`norm.cu`), strides in elements.
@@ -188,18 +248,32 @@ pub(crate) fn layer_norm(
     let stride = i64::try_from(hidden).map_err(|_| too_large("hidden", hidden))?;
     let rows_i32 = i32::try_from(rows).map_err(|_| too_large("rows", rows))?;
     let hidden_i32 = i32::try_from(hidden).map_err(|_| too_large("hidden", hidden))?;
-    let null = 0u64;
-    let mut builder = stream.launch_builder(function);
-    builder.arg(&args.x).arg(&stride).arg(&args.weight);
-    match &args.bias {
-        Some(bias) => builder.arg(bias),
-        None => builder.arg(&null),
+    let (x, _x_guard) = args.x.device_ptr(stream);
+    let (weight, _weight_guard) = args.weight.device_ptr(stream);
+    let (bias, _bias_guard) = match &args.bias {
+        Some(bias) => {
+            let (bias, guard) = bias.device_ptr(stream);
+            (bias, Some(guard))
+        }
+        None => (0, None),
     };
-    builder.arg(&mut args.y).arg(&stride).arg(&rows_i32).arg(&hidden_i32).arg(&args.eps);
-    // SAFETY: the argument list matches `LZ_LN_ARGS` in norm.cu. The kernel indexes
-    // `row · hidden + j` (row < rows, j < hidden) in x and y and `j` in weight and bias,
-    // all bounded by `check` above; a null bias is never dereferenced.
-    unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
+    let (y, _y_guard) = args.y.device_ptr_mut(stream);
+    let mut params = [
+        param(&x),
+        param(&stride),
+        param(&weight),
+        param(&bias),
+        param(&y),
+        param(&stride),
+        param(&rows_i32),
+        param(&hidden_i32),
+        param(&args.eps),
+    ];
+    // SAFETY: the parameters match `LZ_LN_ARGS` in norm.cu, each pointing at a local that
+    // outlives the call. The kernel indexes `row · hidden + j` (row < rows, j < hidden) in
+    // x and y and `j` in weight and bias, all bounded by `check` above; a null bias is
+    // never dereferenced. The guards live past the launch.
+    unsafe { launch_raw(stream, function, name, cfg, &mut params) }
 }
 
 /// The rows the rope kernels rotate: one buffer in place, or an input and an output.
@@ -210,18 +284,44 @@ pub(crate) enum RopeBuffers<'a> {
     OutOfPlace(CudaView<'a, u8>, CudaViewMut<'a, u8>),
 }
 
-/// Buffers and shape of the rope kernels (`rope.cu`): `tokens · heads` rows of `head_dim`.
-pub(crate) struct RopeLaunch<'a> {
+/// One tensor of rows the rope kernels rotate: `tokens · heads` rows of `head_dim`.
+pub(crate) struct RopeRows<'a> {
     pub buffers: RopeBuffers<'a>,
+    pub heads: usize,
+}
+
+/// Buffers and shape of the rope kernels (`rope.cu`): the rows of one tensor, or of two
+/// (queries and keys) of the same tokens and `head_dim`, rotated in one launch.
+pub(crate) struct RopeLaunch<'a> {
+    pub first: RopeRows<'a>,
+    pub second: Option<RopeRows<'a>>,
     pub cos: CudaView<'a, u8>,
     pub sin: CudaView<'a, u8>,
     pub tokens: usize,
-    pub heads: usize,
     pub head_dim: usize,
     pub rot: usize,
     pub seq: usize,
     pub offset: usize,
     pub element: usize,
+}
+
+/// The addresses of one tensor's rows (input, output) and the guards that keep cudarc's
+/// stream ordering until after the launch.
+type RopeAddresses<'a> = (u64, u64, cudarc::driver::SyncOnDrop<'a>, Option<cudarc::driver::SyncOnDrop<'a>>);
+
+fn rope_addresses<'a>(buffers: &'a mut RopeBuffers<'_>, stream: &'a CudaStream) -> RopeAddresses<'a> {
+    match buffers {
+        // In place the kernel gets x's address as both its input and its output.
+        RopeBuffers::InPlace(x) => {
+            let (x, guard) = x.device_ptr_mut(stream);
+            (x, x, guard, None)
+        }
+        RopeBuffers::OutOfPlace(x, out) => {
+            let (x, x_guard) = x.device_ptr(stream);
+            let (out, out_guard) = out.device_ptr_mut(stream);
+            (x, out, x_guard, Some(out_guard))
+        }
+    }
 }
 
 pub(crate) fn rope(
@@ -231,14 +331,15 @@ pub(crate) fn rope(
     cfg: LaunchConfig,
     mut args: RopeLaunch<'_>,
 ) -> Result<(), CudaError> {
-    let rows = args.tokens.checked_mul(args.heads);
     let width = args.head_dim;
-    let needed = rows.and_then(|rows| extent(rows, width, width, args.element));
-    match &args.buffers {
-        RopeBuffers::InPlace(x) => check(name, "x", needed, x.len())?,
-        RopeBuffers::OutOfPlace(x, out) => {
-            check(name, "x", needed, x.len())?;
-            check(name, "out", needed, out.len())?;
+    for rows in std::iter::once(&args.first).chain(args.second.as_ref()) {
+        let needed = args.tokens.checked_mul(rows.heads).and_then(|rows| extent(rows, width, width, args.element));
+        match &rows.buffers {
+            RopeBuffers::InPlace(x) => check(name, "x", needed, x.len())?,
+            RopeBuffers::OutOfPlace(x, out) => {
+                check(name, "x", needed, x.len())?;
+                check(name, "out", needed, out.len())?;
+            }
         }
     }
     // Positions offset .. offset + seq − 1 each read rot / 2 floats of cos and sin.
@@ -258,33 +359,53 @@ pub(crate) fn rope(
     let to_i32 = |what, v: usize| i32::try_from(v).map_err(|_| too_large(what, v));
     let to_i64 = |what, v: usize| i64::try_from(v).map_err(|_| too_large(what, v));
     let (tokens, offset) = (to_i64("tokens", args.tokens)?, to_i64("offset", args.offset)?);
-    let (heads, head_dim) = (to_i32("heads", args.heads)?, to_i32("head_dim", args.head_dim)?);
-    let (rot, seq) = (to_i32("rot", args.rot)?, to_i32("seq", args.seq)?);
-    // In place the kernel gets x's address as both its input and its output; the guard
-    // keeps cudarc's stream ordering for the buffer until after the launch. Both are
-    // declared before the builder, which borrows them, so they outlive it.
-    let address;
-    let _guard;
-    let mut builder = stream.launch_builder(function);
-    match &mut args.buffers {
-        RopeBuffers::InPlace(x) => {
-            let (pointer, guard) = cudarc::driver::DevicePtrMut::device_ptr_mut(x, stream);
-            (address, _guard) = (pointer, Some(guard));
-            builder.arg(&address).arg(&address);
+    let heads0 = to_i32("heads", args.first.heads)?;
+    let heads1 = to_i32("heads", args.second.as_ref().map_or(0, |rows| rows.heads))?;
+    to_i32("heads", args.first.heads + args.second.as_ref().map_or(0, |rows| rows.heads))?;
+    let (head_dim, rot, seq) = (to_i32("head_dim", args.head_dim)?, to_i32("rot", args.rot)?, to_i32("seq", args.seq)?);
+    let (x0, out0, _guard0, _out_guard0) = rope_addresses(&mut args.first.buffers, stream);
+    let (x1, out1, _guard1, _out_guard1) = match &mut args.second {
+        Some(rows) => {
+            let (x, out, guard, out_guard) = rope_addresses(&mut rows.buffers, stream);
+            (x, out, Some(guard), out_guard)
         }
-        RopeBuffers::OutOfPlace(x, out) => {
-            _guard = None;
-            builder.arg(&*x).arg(out);
+        None => (0, 0, None, None),
+    };
+    let (cos, _cos_guard) = args.cos.device_ptr(stream);
+    let (sin, _sin_guard) = args.sin.device_ptr(stream);
+    // The vector kernel reads rows in 16-byte packs and the tables in 16- (or 8-) byte
+    // pieces: allocations are aligned far beyond that, so this refuses only a foreign view.
+    for (buffer, address) in
+        [("x", x0), ("out", out0), ("second x", x1), ("second out", out1), ("cos", cos), ("sin", sin)]
+    {
+        if !address.is_multiple_of(16) {
+            return Err(CudaError::Misaligned { kernel: name, buffer, address });
         }
     }
-    builder.arg(&args.cos).arg(&args.sin);
-    builder.arg(&tokens).arg(&heads).arg(&head_dim).arg(&rot).arg(&seq).arg(&offset);
-    // SAFETY: the argument list matches `LZ_ROPE_ARGS` in rope.cu. Rows are
-    // `(token · heads + head) · head_dim` + channel < tokens · heads · head_dim elements,
-    // checked above for x and out; cos and sin are read at `position · rot/2 + pair` with
-    // position < offset + seq and pair < rot/2, checked above; rot ≤ head_dim. In place,
-    // the address stays valid while its guard lives, which is past the launch.
-    unsafe { builder.launch(cfg) }.map(drop).map_err(|e| launch_error(name, cfg, e))
+    let mut params = [
+        param(&x0),
+        param(&out0),
+        param(&heads0),
+        param(&x1),
+        param(&out1),
+        param(&heads1),
+        param(&cos),
+        param(&sin),
+        param(&tokens),
+        param(&head_dim),
+        param(&rot),
+        param(&seq),
+        param(&offset),
+    ];
+    // SAFETY: the parameters match `LZ_ROPE_ARGS` in rope.cu, each pointing at a local that
+    // outlives the call. Rows of tensor i are `(token · heads_i + head) · head_dim` +
+    // channel < tokens · heads_i · head_dim elements, checked above for each input and
+    // output; with no second tensor heads1 = 0 and its null addresses are never formed
+    // into a row. cos and sin are read at `position · rot/2 + pair` with position < offset
+    // + seq and pair < rot/2, checked above; rot ≤ head_dim. In place, input and output
+    // are one address, which the kernel reads before it writes, element by element in the
+    // same thread. The guards live past the launch.
+    unsafe { launch_raw(stream, function, name, cfg, &mut params) }
 }
 
 /// Whether cuBLAS can be opened on this machine (cudarc would panic on first use

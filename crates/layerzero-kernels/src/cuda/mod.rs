@@ -67,6 +67,17 @@ pub enum CudaError {
         /// Bytes the buffer has.
         len: usize,
     },
+    /// A buffer whose address is not 16-byte aligned, which the kernel's 16-byte loads
+    /// need (refused before launch; device allocations always are).
+    #[error("{kernel}: buffer `{buffer}` at {address:#x} is not 16-byte aligned")]
+    Misaligned {
+        /// The kernel's entry point.
+        kernel: &'static str,
+        /// Which buffer.
+        buffer: &'static str,
+        /// Its device address.
+        address: u64,
+    },
     /// A size past what the kernel's parameters can hold.
     #[error("{kernel}: {what} {value} is too large for the kernel")]
     TooLarge {
@@ -101,8 +112,10 @@ pub struct CudaDevice {
 /// Every entry point of every module, looked up once when the modules load: a launch
 /// then costs no driver call beyond the launch itself.
 struct Modules {
-    // Looked up on every launch: FxHash of a short name, not SipHash.
-    functions: rustc_hash::FxHashMap<&'static str, CudaFunction>,
+    /// In the order of [`ENTRY_POINTS`] (module by module, list by list), which
+    /// [`ops::Entry`] indexes: a launch finds its function without hashing or comparing
+    /// a name.
+    functions: Vec<CudaFunction>,
 }
 
 /// The entry points of each PTX module (names as in the `.cu` files).
@@ -190,12 +203,12 @@ impl CudaDevice {
         self.modules
             .get_or_init(|| {
                 let ctx = self.stream.context();
-                let mut functions = rustc_hash::FxHashMap::default();
+                let mut functions = Vec::new();
                 for (source, lists) in ENTRY_POINTS {
                     let module: Arc<CudaModule> =
                         ctx.load_module(cudarc::nvrtc::Ptx::from_src(source)).map_err(driver)?;
                     for &name in lists.iter().copied().flatten() {
-                        functions.insert(name, module.load_function(name).map_err(driver)?);
+                        functions.push(module.load_function(name).map_err(driver)?);
                     }
                 }
                 Ok(Modules { functions })
@@ -220,11 +233,13 @@ impl CudaDevice {
             .map_err(Clone::clone)
     }
 
-    fn function(&self, name: &'static str) -> Result<&CudaFunction, CudaError> {
+    /// The loaded function of `entry`: one atomic load (the modules' `OnceLock`) and an
+    /// index.
+    fn function(&self, entry: ops::Entry) -> Result<&CudaFunction, CudaError> {
         self.modules()?
             .functions
-            .get(name)
-            .ok_or_else(|| CudaError::Driver(format!("no entry point `{name}` in the PTX")))
+            .get(entry.index())
+            .ok_or_else(|| CudaError::Driver(format!("no entry point `{}` in the PTX", entry.name())))
     }
 
     fn check_on_device(&self, what: &str, device: Device) -> Result<(), KernelError> {
