@@ -225,18 +225,21 @@ fn main() {
 /// Host cost per launch of a tiny rms_norm (one row of 64): through LayerZero's checked
 /// entry point, through a DynamicDispatcher with its defaults (the context from the device
 /// views, a selection-cache hit, the breaker, the executor, timing and telemetry; issue
-/// 12's target: at most 1.05x the raw launch), through a raw cudarc `launch_builder` launch
-/// of the same kernel and arguments, and through `cuLaunchKernel` alone.
+/// 12's target: at most 1.05x the raw launch), the same with telemetry and timing off and
+/// its prepared call, through a raw cudarc `launch_builder` launch of the same kernel and
+/// arguments, and through `cuLaunchKernel` alone.
 ///
 /// Each is timed in batches of 500 launches with the stream drained between batches, so
 /// the launch queue never fills and the figure is the host's, not the card's; 60 batches
-/// each, the four taking turns in a rotating order so that clock or driver drift favours
+/// each, the six taking turns in a rotating order so that clock or driver drift favours
 /// none; the median batch, per launch.
 fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     let x = random_tensor(gpu, &[1, 64], 13);
     let w = random_tensor(gpu, &[64], 14);
     let mut y = random_tensor(gpu, &[1, 64], 15);
     let mut y_dispatch = random_tensor(gpu, &[1, 64], 16);
+    let mut y_untimed = random_tensor(gpu, &[1, 64], 17);
+    let mut y_prepared = random_tensor(gpu, &[1, 64], 18);
     let module = gpu.stream().context().load_module(cudarc::nvrtc::Ptx::from_src(ptx::NORM)).expect("module");
     let function = module.load_function("rms_norm_warp_bf16_v1").expect("function");
 
@@ -250,11 +253,15 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         .filter(|(spec, _)| spec.id.as_str() == "cuda.rms_norm.warp")
         .collect();
     kernels.register_all_with_impls(warp).expect("register");
+    let kernels = Arc::new(kernels);
     let backends = BackendRegistry::detect();
     cuda::register_cuda_backend(&backends, devices).expect("backend");
-    let config = DispatchConfig::builder().mode(DispatchMode::Dynamic).build().expect("config");
-    let dispatcher =
-        create_dynamic_dispatcher(Arc::new(kernels), Arc::new(backends), config, true).expect("dispatcher");
+    let backends = Arc::new(backends);
+    let defaults = DispatchConfig::builder().mode(DispatchMode::Dynamic).build().expect("config");
+    let quiet = defaults.to_builder().enable_telemetry(false).record_timing(false).build().expect("config");
+    let dispatcher = create_dynamic_dispatcher(Arc::clone(&kernels), Arc::clone(&backends), defaults, true)
+        .expect("dispatcher");
+    let untimed = create_dynamic_dispatcher(kernels, backends, quiet, true).expect("dispatcher");
     let mut args = OpArgs::Norm(NormArgs {
         input: x.view(),
         weight: w.view(),
@@ -263,6 +270,22 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         eps: 1e-6,
     });
     let chosen = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch").kernel_id;
+    let context = args.context().expect("a context");
+    let prepared = untimed.prepare(OperationType::NormRms.into(), &context).expect("a selection");
+    let mut untimed_args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: y_untimed.view_mut(),
+        eps: 1e-6,
+    });
+    let mut prepared_args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: y_prepared.view_mut(),
+        eps: 1e-6,
+    });
 
     let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let (xs, ws) = (x.cuda_bytes().expect("x"), w.cuda_bytes().expect("w"));
@@ -316,10 +339,17 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         }
         .expect("bare launch");
     };
-    let candidates: [&mut dyn FnMut(); 4] = [&mut layerzero, &mut dispatch, &mut raw, &mut bare];
+    let mut dispatch_untimed = || {
+        untimed.dispatch(OperationType::NormRms.into(), &mut untimed_args, None).expect("dispatch");
+    };
+    let mut prepared_call = || {
+        prepared.dispatch(&mut prepared_args).expect("prepared");
+    };
+    let candidates: [&mut dyn FnMut(); 6] =
+        [&mut layerzero, &mut dispatch, &mut raw, &mut bare, &mut dispatch_untimed, &mut prepared_call];
     const BATCH: usize = 500;
     const BATCHES: usize = 60;
-    let mut samples = [const { Vec::new() }; 4];
+    let mut samples = [const { Vec::new() }; 6];
     for batch in 0..BATCHES + 2 {
         for turn in 0..candidates.len() {
             let which = (batch + turn) % candidates.len();
@@ -335,7 +365,7 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         }
     }
     gpu.synchronize().expect("sync");
-    let [layerzero_us, dispatch_us, raw_us, bare_us] = samples.map(|mut s| {
+    let [layerzero_us, dispatch_us, raw_us, bare_us, untimed_us, prepared_us] = samples.map(|mut s| {
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     });
@@ -348,6 +378,12 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     println!(
         "launch overhead (host, tiny rms_norm) through a DynamicDispatcher ({chosen}): {dispatch_us:.2} µs, ratio to raw cudarc {:.3}",
         dispatch_us / raw_us
+    );
+    println!(
+        "launch overhead through a DynamicDispatcher, telemetry and timing off: {untimed_us:.2} µs, ratio {:.3}; \
+         its prepared call: {prepared_us:.2} µs, ratio {:.3}",
+        untimed_us / raw_us,
+        prepared_us / raw_us
     );
 }
 
