@@ -259,8 +259,8 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     let backends = Arc::new(backends);
     let defaults = DispatchConfig::builder().mode(DispatchMode::Dynamic).build().expect("config");
     let quiet = defaults.to_builder().enable_telemetry(false).record_timing(false).build().expect("config");
-    let dispatcher = create_dynamic_dispatcher(Arc::clone(&kernels), Arc::clone(&backends), defaults, true)
-        .expect("dispatcher");
+    let dispatcher =
+        create_dynamic_dispatcher(Arc::clone(&kernels), Arc::clone(&backends), defaults, true).expect("dispatcher");
     let untimed = create_dynamic_dispatcher(kernels, backends, quiet, true).expect("dispatcher");
     let mut args = OpArgs::Norm(NormArgs {
         input: x.view(),

@@ -262,10 +262,17 @@ fn auto_chooses_hot_reload_when_the_config_watches_a_file_and_falls_back_while_i
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 
-    // Without a HOT_RELOAD dispatcher, HOT_RELOAD's chain (DYNAMIC) answers, marked a fallback.
+    // DYNAMIC and CONFIG follow the live rules too: a call naming them sees the lock.
+    for mode in [DispatchMode::Dynamic, DispatchMode::Config] {
+        let (kernel, mark, _) = kernel_and_mark(normalise(&orchestrator, Some(mode)));
+        assert_eq!((kernel.as_str(), mark), ("orch_liger_rms_norm", 3.0), "{mode}");
+    }
+
+    // Without a HOT_RELOAD dispatcher, HOT_RELOAD's chain (DYNAMIC) answers with the live
+    // rules, marked a fallback.
     assert!(orchestrator.unregister_dispatcher(DispatchMode::HotReload).is_some());
     let (kernel, mark, was_fallback) = kernel_and_mark(normalise(&orchestrator, Some(DispatchMode::Auto)));
-    assert_eq!((kernel.as_str(), mark, was_fallback), ("orch_rms_norm_plain", 4.0, true));
+    assert_eq!((kernel.as_str(), mark, was_fallback), ("orch_liger_rms_norm", 3.0, true));
 
     // Another registered in its place gets AUTO's calls.
     let hot = Fixed::new(DispatchMode::HotReload, "orch_hot_reload_kernel", false);

@@ -156,6 +156,14 @@ pub(crate) fn build_dispatcher(options: &DispatchOptions) -> Result<Dispatch, Cl
         if requested == DispatchMode::HotReload {
             let dispatcher = HotReloadDispatcher::new(kernels, backends, config.clone(), None)
                 .map_err(|e| CliError::invalid(e.to_string()))?;
+            // DYNAMIC and CONFIG follow the rules each reload makes live.
+            let (follow_dynamic, follow_config) = (Arc::clone(&dynamic), config_driven.clone());
+            dispatcher.on_reload_policy(move |live| {
+                follow_dynamic.selection_engine().set_policy(live.clone());
+                if let Some(config) = &follow_config {
+                    config.selection_engine().set_policy(live.clone());
+                }
+            });
             dispatcher.watch().map_err(|e| CliError::usage(format!("watching {}: {e}", path.display())))?;
             let dispatcher = Arc::new(dispatcher);
             orchestrator.register_dispatcher(DispatchMode::HotReload, dispatcher.clone()).map_err(dispatch_error)?;

@@ -618,7 +618,9 @@ impl OrchestratorTelemetry {
 ///   (an invalid file fails here, with every problem);
 /// - HOT_RELOAD: a [`HotReloadDispatcher`](crate::HotReloadDispatcher) on `config_path`,
 ///   already watching it, when one is set and `config.mode()` is HOT_RELOAD (AUTO then
-///   chooses it; a file that cannot be loaded or watched fails here).
+///   chooses it; a file that cannot be loaded or watched fails here). Each reload or
+///   rollback it makes also becomes the rules of DYNAMIC and CONFIG, so a call that falls
+///   back from HOT_RELOAD, or names another mode, runs the live rules.
 ///
 /// Each dispatcher keeps its own breakers and telemetry.
 ///
@@ -668,16 +670,24 @@ pub fn create_orchestrator(
         let dispatcher = StaticDispatcher::from_config(&config, &kernels)?;
         orchestrator.register_dispatcher(DispatchMode::Static, Arc::new(dispatcher))?;
     }
-    let dynamic = create_dynamic_dispatcher(share(&kernels), share(&backends), config.clone(), true)?;
-    orchestrator.register_dispatcher(DispatchMode::Dynamic, Arc::new(dynamic))?;
+    let dynamic = Arc::new(create_dynamic_dispatcher(share(&kernels), share(&backends), config.clone(), true)?);
+    orchestrator.register_dispatcher(DispatchMode::Dynamic, Arc::clone(&dynamic) as Arc<dyn Dispatcher>)?;
     if let Some(path) = config.config_path() {
         let policy = ConfigSchema.load_file(path)?.compiled;
         let config_mode = config.to_builder().mode(DispatchMode::Config).build()?;
-        let dispatcher = ConfigDrivenDispatcher::new(share(&kernels), share(&backends), config_mode, policy, None)?;
-        orchestrator.register_dispatcher(DispatchMode::Config, Arc::new(dispatcher))?;
+        let configured =
+            Arc::new(ConfigDrivenDispatcher::new(share(&kernels), share(&backends), config_mode, policy, None)?);
+        orchestrator.register_dispatcher(DispatchMode::Config, Arc::clone(&configured) as Arc<dyn Dispatcher>)?;
         if config.mode() == DispatchMode::HotReload {
             let hot = crate::HotReloadDispatcher::new(kernels, backends, config.clone(), None)
                 .map_err(|e| DispatchError::HotReload(e.to_string()))?;
+            // DYNAMIC and CONFIG follow the rules HOT_RELOAD makes live, so that a call
+            // falling back from HOT_RELOAD, or naming another mode, never runs rules the
+            // file no longer has.
+            hot.on_reload_policy(move |live| {
+                dynamic.selection_engine().set_policy(live.clone());
+                configured.selection_engine().set_policy(live.clone());
+            });
             hot.watch().map_err(|e| DispatchError::HotReload(e.to_string()))?;
             orchestrator.register_dispatcher(DispatchMode::HotReload, Arc::new(hot))?;
         }

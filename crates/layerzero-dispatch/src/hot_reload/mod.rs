@@ -840,6 +840,21 @@ impl HotReloadDispatcher {
         self.shared.on_reload.write().unwrap_or_else(|e| e.into_inner()).push(Arc::new(callback));
     }
 
+    /// Calls `follow` with the rules made live by each reload or rollback, under the same
+    /// rules as [`on_reload`](Self::on_reload) callbacks: how other dispatchers are kept on
+    /// the live rules ([`create_orchestrator`](crate::create_orchestrator) hands them to
+    /// its DYNAMIC and CONFIG dispatchers with [`SelectionEngine::set_policy`]). The
+    /// callback holds no strong reference to this dispatcher's state, so registering one
+    /// makes no reference cycle.
+    pub fn on_reload_policy(&self, follow: impl Fn(&layerzero_config::CompiledConfig) + Send + Sync + 'static) {
+        let shared = Arc::downgrade(&self.shared);
+        self.on_reload(move |_| {
+            if let Some(shared) = shared.upgrade() {
+                follow(&shared.engine().policy());
+            }
+        });
+    }
+
     /// Calls `callback` with each failed reload, manual or the watcher's (seed:
     /// `on_error`); the same rules as [`on_reload`](Self::on_reload).
     pub fn on_error(&self, callback: impl Fn(&ReloadError) + Send + Sync + 'static) {
