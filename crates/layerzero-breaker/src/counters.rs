@@ -96,13 +96,13 @@ impl Counters {
 /// counter, whose correctness needs no model.
 #[cfg(loom)]
 #[inline]
-fn thread_slot() -> usize {
+pub(crate) fn thread_slot() -> usize {
     OVERFLOW
 }
 
 #[cfg(not(loom))]
 #[inline]
-fn thread_slot() -> usize {
+pub(crate) fn thread_slot() -> usize {
     pool::THREAD_SLOT.try_with(|slot| slot.0).unwrap_or(OVERFLOW)
 }
 

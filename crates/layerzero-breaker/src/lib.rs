@@ -101,3 +101,24 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use config::{CircuitBreakerConfig, MAX_COUNT};
 pub use error::{BreakerError, ConfigProblem};
 pub use registry::CircuitBreakerRegistry;
+
+/// How many threads at once can own a slot of [`thread_slot`].
+pub const THREAD_SLOTS: usize = counters::OWNED_SLOTS;
+
+/// This thread's index in the process-wide pool of per-thread counter slots: a value in
+/// `0..THREAD_SLOTS` that no other live thread holds (taken on first use, given back when
+/// the thread exits), or `None` when every slot is held (or in a thread-local destructor
+/// after the slot was given back). A counter indexed by it has one writer at a time, so it
+/// can be bumped with a relaxed load and store instead of a `fetch_add`: how breakers keep
+/// their statistics, and how dispatchers keep their telemetry.
+///
+/// ```
+/// let slot = layerzero_breaker::thread_slot();
+/// assert!(slot.is_none_or(|i| i < layerzero_breaker::THREAD_SLOTS));
+/// assert_eq!(slot, layerzero_breaker::thread_slot(), "a thread keeps its slot");
+/// ```
+#[inline]
+pub fn thread_slot() -> Option<usize> {
+    let slot = counters::thread_slot();
+    (slot < counters::OWNED_SLOTS).then_some(slot)
+}
