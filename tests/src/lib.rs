@@ -1,1 +1,22 @@
-//! End-to-end tests of LayerZero live in `tests/` beside this file; this library is empty.
+//! End-to-end tests of LayerZero live in `tests/` beside this file; this library holds the
+//! few helpers several of them share.
+
+use layerzero::types::{DType, KernelError, KernelImpl, KernelResult, KernelSpec, NormArgs, OperationType, Platform};
+
+/// A CPU rms_norm kernel spec for float32 with this id and base priority.
+pub fn rms_norm_spec(id: &str, priority: u32) -> KernelSpec {
+    KernelSpec::new(id, Platform::Cpu)
+        .expect("a valid id")
+        .for_operation(OperationType::NormRms)
+        .with_dtypes([DType::F32])
+        .with_priority(priority)
+}
+
+/// A norm kernel that writes `value` into every output element, so a test can tell from
+/// the output which kernel ran.
+pub fn writes(value: f32) -> KernelImpl {
+    KernelImpl::norm(move |args: &mut NormArgs<'_>| -> KernelResult {
+        args.output.as_mut_slice::<f32>().map_err(KernelError::Tensor)?.fill(value);
+        Ok(())
+    })
+}

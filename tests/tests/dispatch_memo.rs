@@ -10,27 +10,12 @@ use layerzero::config::{CompiledConfig, ConfigSchema, DispatchConfig, DispatchMo
 use layerzero::dispatch::{ConfigDrivenDispatcher, Dispatcher, DynamicDispatcher, create_dynamic_dispatcher};
 use layerzero::registry::{BackendRegistry, KernelRegistry};
 use layerzero::types::{
-    DType, KernelError, KernelImpl, KernelResult, KernelSpec, NormArgs, OpArgs, Operation, OperationType, Platform,
-    SelectionContext, Tensor,
+    DType, KernelError, KernelImpl, KernelResult, NormArgs, OpArgs, Operation, OperationType, SelectionContext, Tensor,
 };
 
+use layerzero_tests::{rms_norm_spec as spec, writes};
+
 const RMS: Operation = Operation::Known(OperationType::NormRms);
-
-fn spec(id: &str, priority: u32) -> KernelSpec {
-    KernelSpec::new(id, Platform::Cpu)
-        .expect("a valid id")
-        .for_operation(OperationType::NormRms)
-        .with_dtypes([DType::F32])
-        .with_priority(priority)
-}
-
-/// A kernel that writes `value` into every output element.
-fn writes(value: f32) -> KernelImpl {
-    KernelImpl::norm(move |args: &mut NormArgs<'_>| -> KernelResult {
-        args.output.as_mut_slice::<f32>().map_err(KernelError::Tensor)?.fill(value);
-        Ok(())
-    })
-}
 
 /// Runs rms_norm on a 2×4 input and returns the kernel that ran and the value it wrote.
 fn run(dispatcher: &dyn Dispatcher, context: Option<&SelectionContext>) -> (String, f32) {
