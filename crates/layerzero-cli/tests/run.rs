@@ -275,6 +275,36 @@ fn run_with_random_weights_checks_every_operation_in_json() {
 }
 
 #[test]
+fn run_on_several_devices_at_once_gives_each_the_one_device_result() {
+    let assert = layerzero()
+        .args(["run", "--hidden", "64", "--heads", "4", "--kv-heads", "1", "--layers", "1", "--seq", "8"])
+        .args(["--decode-steps", "2", "--devices", "cpu,cpu,cpu", "--json"])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["alone"]["checks_failed"], 0);
+    let together = report["together"].as_array().unwrap();
+    assert_eq!(together.len(), 3);
+    for run in together {
+        assert_eq!(run["device"], "cpu");
+        // The same kernels on the same inputs: bit for bit the one-device result.
+        assert_eq!((run["prefill_max_rel_diff"].as_f64(), run["decode_max_rel_diff"].as_f64()), (Some(0.0), Some(0.0)));
+    }
+    // Five runs of the same dispatches (alone checked, alone, three at once), all on the host.
+    let cpu = &report["telemetry_by_device"].as_array().unwrap()[0];
+    assert_eq!(cpu["device"], "cpu");
+    assert_eq!(cpu["errors"], 0);
+    assert_eq!(cpu["successes"].as_u64().unwrap() % 5, 0, "{cpu}");
+    layerzero().args(["run", "--devices", "cpu,gpu:0"]).assert().code(2).stderr(predicate::str::contains("gpu:0"));
+    layerzero()
+        .args(["run", "--devices", "cpu", "--device", "cpu"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+}
+
+#[test]
 fn run_refuses_bad_sizes_and_missing_files() {
     layerzero()
         .args(["run", "--hidden", "30", "--heads", "4"])

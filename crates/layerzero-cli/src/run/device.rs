@@ -37,6 +37,15 @@ impl Gpus {
         &self.devices[self.index]
     }
 
+    /// The same GPUs, running on `device` (`run --devices`).
+    pub(crate) fn on(&self, device: Device) -> Result<Gpus, CliError> {
+        let Some(index) = self.devices.iter().position(|d| d.device() == device) else {
+            let present: Vec<String> = self.devices.iter().map(|d| d.device().to_string()).collect();
+            return Err(CliError::usage(format!("no CUDA device {device}; this machine has {}", present.join(", "))));
+        };
+        Ok(Gpus { devices: Arc::clone(&self.devices), index })
+    }
+
     /// `cuda:N (name, compute capability)` for the report.
     pub(crate) fn describe(&self) -> String {
         let info = self.gpu().info();

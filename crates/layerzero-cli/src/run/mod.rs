@@ -6,6 +6,7 @@
 #[cfg(feature = "cuda")]
 mod device;
 mod layer;
+mod multi;
 pub(crate) mod reference;
 mod weights;
 
@@ -38,7 +39,7 @@ Output (--output): `output` [seq, hidden] and `decode_output` [decode_steps, hid
 Exit codes: 0 ok; 1 the input is invalid or a check failed; 2 usage or I/O error.";
 
 /// `layerzero run`'s options.
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub(crate) struct RunArgs {
     /// Rules file (YAML or JSON, schema v1.0) that steers selection.
     #[arg(long, value_name = "FILE")]
@@ -93,6 +94,12 @@ pub(crate) struct RunArgs {
     /// checked against the CPU run.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
+    /// Run on several devices at once, one thread each, through one dispatcher (e.g.
+    /// cuda:0,cuda:1, or cpu,cpu): the first device alone, then all together; each must
+    /// give the one-device result. Prints each device's time and the throughput of all
+    /// against one.
+    #[arg(long, value_name = "DEVICE,DEVICE,...", value_parser = multi::parse_devices, conflicts_with = "device")]
+    devices: Option<multi::DeviceList>,
     /// Element type of weights and activations: float32, float16 or bfloat16.
     #[arg(long, default_value = "float32", value_parser = parse_dtype)]
     dtype: DType,
@@ -406,6 +413,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
         return Err(no_cuda_build());
     }
     let model = load_model(args)?;
+    if let Some(devices) = &args.devices {
+        return multi::run_devices(&model, args, &devices.0);
+    }
     let (outcome, dispatch, device_report) = execute_on_device(&model, args)?;
     let shapes = &model.shapes;
     if let Some(path) = &args.output {
