@@ -90,7 +90,10 @@ thread_local! {
     /// signature (or of the context, when the caller gives one) and three atomic loads for
     /// the versions: no context to derive, no key to pack, no hash-map probe, no table
     /// load. Anything else goes to the engine's shared cache. Nothing here is shared
-    /// between threads, so a hit writes no shared memory.
+    /// between threads, so a hit writes no shared memory. Entries are only used while the
+    /// versions they were made under stand (so never stale), and live until their slot is
+    /// reused or the thread ends, whatever `cache_ttl_seconds` says: the TTL bounds the
+    /// shared cache; 32 slots a thread need no bound.
     static MEMO: Memo = const { RefCell::new([const { None }; MEMO_SLOTS]) };
 }
 
