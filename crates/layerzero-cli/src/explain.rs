@@ -87,6 +87,7 @@ fn set_field(ctx: &mut SelectionContext, field: ContextField, value: &str) -> Re
                 F::TpSize => ctx.tp_size = v,
                 F::PpSize => ctx.pp_size = v,
                 F::LayerIndex => ctx.layer_index = v,
+                F::HiddenSize => ctx.hidden_size = v,
                 _ => ctx.window_size = v,
             }
         }

@@ -19,6 +19,9 @@ fn constraints(spec: &KernelSpec) -> String {
     if let Some(head_dim) = &c.head_dim {
         parts.push(format!("head_dim {head_dim}"));
     }
+    if let Some(hidden_size) = &c.hidden_size {
+        parts.push(format!("hidden_size {hidden_size}"));
+    }
     if let Some(range) = &c.seq_len_q {
         parts.push(format!("seq_len_q {range}"));
     }

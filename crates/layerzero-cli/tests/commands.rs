@@ -152,6 +152,38 @@ fn explain_says_which_rule_decides_over_a_catalog() {
 }
 
 #[test]
+fn explain_shows_hidden_size_and_the_limits_it_fails() {
+    let rules = file(
+        "explain-hidden-rules.yaml",
+        "version: \"1.0\"\ndispatch_rules:\n  - {operation: rms_norm, conditions: {hidden_size_lte: 1024}, kernel: norm_warp, priority: 100}\n",
+    );
+    let catalog = file(
+        "explain-hidden-catalog.yaml",
+        "kernels:\n  - {id: norm_warp, operations: [rms_norm], platform: cuda, backend: cuda, priority: 70, constraints: {hidden_size: {range: {min: 8, max: 1024, multiple_of: 8}}}}\n  - {id: norm_block, operations: [rms_norm], platform: cuda, backend: cuda, priority: 80, constraints: {hidden_size: {range: {min: 8, max: 65536, multiple_of: 8}}}}\n",
+    );
+    let explain = |hidden: &str| {
+        let mut command = layerzero();
+        command
+            .args(["explain", "--op", "rms_norm", "--set", "dtype=bfloat16", "--set"])
+            .arg(format!("hidden_size={hidden}"));
+        command.arg("--config").arg(&rules).arg("--catalog").arg(&catalog);
+        command.assert()
+    };
+    explain("512")
+        .success()
+        .stdout(predicate::str::contains("context: dtype=bfloat16 hidden_size=512"))
+        .stdout(predicate::str::contains("chosen: norm_warp (chosen by dispatch_rules[0])"));
+    explain("4096")
+        .success()
+        .stdout(predicate::str::contains(
+            "norm_warp [cuda, priority 70]: rejected: hidden_size requires a multiple of 8 in 8..=1024, context has 4096",
+        ))
+        .stdout(predicate::str::contains("`hidden_size_lte: 1024` fails (context has 4096)"))
+        .stdout(predicate::str::contains("chosen: norm_block"));
+    explain("0").code(2).stderr(predicate::str::contains("hidden_size must be at least 1, got 0"));
+}
+
+#[test]
 fn explain_uses_the_built_in_kernels_without_a_catalog() {
     let rules = file("explain-minimal.yaml", "version: \"1.0\"\n");
     layerzero()

@@ -69,3 +69,18 @@ fn broken_configs_are_rejected() {
         assert!(found.iter().any(|e| e.starts_with(&format!("{path}: "))), "{text}: {path} not in {found:#?}");
     }
 }
+
+#[test]
+fn hidden_size_conditions_are_integers() {
+    let validator = validator();
+    let accepted = "version: \"1.0\"\ndispatch_rules:\n  - {operation: rms_norm, kernel: k, conditions: {hidden_size_gte: 1024, hidden_size_lte: 65536, hidden_size_not_in: [1000]}}\n";
+    assert_eq!(errors(&validator, &yaml(accepted)), Vec::<String>::new());
+    for text in [
+        "version: \"1.0\"\ndispatch_rules:\n  - {operation: rms_norm, kernel: k, conditions: {hidden_size_gte: large}}\n",
+        "version: \"1.0\"\ndispatch_rules:\n  - {operation: rms_norm, kernel: k, conditions: {hidden_size: -1}}\n",
+        "version: \"1.0\"\ndispatch_rules:\n  - {operation: rms_norm, kernel: k, conditions: {hidden_size_match: \"4*\"}}\n",
+    ] {
+        let found = errors(&validator, &yaml(text));
+        assert!(found.iter().any(|e| e.starts_with("/dispatch_rules/0/conditions")), "{text}: {found:#?}");
+    }
+}

@@ -288,6 +288,7 @@ fn int_field(field: ContextField) -> Option<fn(&SelectionContext) -> Option<u32>
         F::PpSize => |c| c.pp_size,
         F::LayerIndex => |c| c.layer_index,
         F::WindowSize => |c| c.window_size,
+        F::HiddenSize => |c| c.hidden_size,
         _ => return None,
     })
 }

@@ -21,9 +21,10 @@ use crate::Selection;
 /// rest of a cache hit).
 #[derive(Clone, Copy, Debug)]
 pub struct ContextKey {
-    /// The eleven integer fields two to a word (slot `s` in word `s / 2`, high half when
-    /// `s` is odd); word 5's high half is the presence bits; word 6 the small fields;
-    /// word 7 `dropout_p`'s bits (all ones when absent).
+    /// The twelve integer fields: slots 0 to 10 two to a word (slot `s` in word `s / 2`,
+    /// high half when `s` is odd), slot 11 (`hidden_size`) in word 7's high half (see
+    /// [`INT_PLACES`]); word 5's high half is the presence bits (bit `s` for slot `s`);
+    /// word 6 the small fields; word 7's low half `dropout_p`'s bits (all ones when absent).
     words: [u64; 8],
 }
 
@@ -69,7 +70,8 @@ impl ContextKey {
         let (w3, p3) = pair(ctx.num_kv_heads, ctx.tp_size, 6);
         let (w4, p4) = pair(ctx.pp_size, ctx.layer_index, 8);
         let (window, p5) = int(ctx.window_size, 10);
-        let present = p0 | p1 | p2 | p3 | p4 | p5;
+        let (hidden, p11) = int(ctx.hidden_size, 11);
+        let present = p0 | p1 | p2 | p3 | p4 | p5 | p11;
         let device = ctx.device.map(|d| match d {
             Device::Cpu => 0,
             Device::Cuda(ordinal) => 1 + u64::from(ordinal),
@@ -86,7 +88,8 @@ impl ContextKey {
             | code(device) << 18
             | code(capability) << 36;
         let dropout_bits = ctx.dropout_p.map_or(u32::MAX, f32::to_bits);
-        ContextKey { words: [w0, w1, w2, w3, w4, window | (present << 32), small, u64::from(dropout_bits)] }
+        let w7 = u64::from(dropout_bits) | hidden << 32;
+        ContextKey { words: [w0, w1, w2, w3, w4, window | (present << 32), small, w7] }
     }
 
     /// A 64-bit digest of the key (see the type's docs).
@@ -103,8 +106,8 @@ impl ContextKey {
     #[inline]
     pub(crate) fn int(&self, slot: u8) -> Option<u32> {
         let present = (self.words[5] >> 32) >> slot & 1 == 1;
-        let word = self.words[usize::from(slot / 2) % 8];
-        present.then_some((word >> (32 * u32::from(slot % 2))) as u32)
+        let (word, shift) = INT_PLACES[usize::from(slot) % 16];
+        present.then_some((self.words[usize::from(word) % 8] >> shift) as u32)
     }
 
     /// The packed small fields (see [`small_code`]).
@@ -113,6 +116,32 @@ impl ContextKey {
         self.words[6]
     }
 }
+
+/// Where each integer slot lives in [`ContextKey`]'s words: (word, shift). Word 5's high
+/// half holds the presence bits, so slot 11 goes to word 7's free high half. Sixteen
+/// entries, so a slot is masked into range rather than bounds-checked; the four past
+/// [`INT_SLOTS`] are never present.
+const INT_PLACES: [(u8, u32); 16] = [
+    (0, 0),
+    (0, 32),
+    (1, 0),
+    (1, 32),
+    (2, 0),
+    (2, 32),
+    (3, 0),
+    (3, 32),
+    (4, 0),
+    (4, 32),
+    (5, 0),
+    (7, 32),
+    (0, 0),
+    (0, 0),
+    (0, 0),
+    (0, 0),
+];
+
+/// How many integer slots [`ContextKey`] has (see [`int_slot`]).
+pub(crate) const INT_SLOTS: u8 = 12;
 
 /// Random odd constants for [`ContextKey::digest`] and [`CacheKey`]'s hash.
 const SEEDS: [u64; 10] = [
@@ -158,6 +187,7 @@ pub(crate) fn int_slot(field: ContextField) -> Option<u8> {
         F::PpSize => 8,
         F::LayerIndex => 9,
         F::WindowSize => 10,
+        F::HiddenSize => 11,
         _ => return None,
     })
 }
@@ -345,6 +375,9 @@ mod tests {
         let variants = [
             SelectionContext { batch_size: Some(0), ..base },
             SelectionContext { window_size: Some(0), ..base },
+            SelectionContext { hidden_size: Some(0), ..base },
+            SelectionContext { hidden_size: Some(u32::MAX), ..base },
+            SelectionContext { hidden_size: Some(4096), dropout_p: Some(0.0), ..base },
             SelectionContext { dtype: Some(DType::F16), ..base },
             SelectionContext { dtype: Some(DType::BF16), ..base },
             SelectionContext { device: Some(Device::Cpu), ..base },
@@ -363,6 +396,59 @@ mod tests {
                 assert_eq!(ContextKey::new(a) == ContextKey::new(b), i == j, "{a:?} vs {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn every_integer_field_reads_back_from_its_slot() {
+        let ints = [
+            ContextField::BatchSize,
+            ContextField::SeqLen,
+            ContextField::SeqLenQ,
+            ContextField::SeqLenK,
+            ContextField::HeadDim,
+            ContextField::NumHeads,
+            ContextField::NumKvHeads,
+            ContextField::TpSize,
+            ContextField::PpSize,
+            ContextField::LayerIndex,
+            ContextField::WindowSize,
+            ContextField::HiddenSize,
+        ];
+        let int_fields: Vec<_> =
+            ContextField::ALL.into_iter().filter(|f| f.kind() == layerzero_types::FieldKind::Int).collect();
+        assert_eq!(int_fields, ints, "every integer field has a slot");
+        // Distinct values in every field, and a dropout_p beside hidden_size in word 7.
+        let ctx = SelectionContext {
+            batch_size: Some(1),
+            seq_len: Some(2),
+            seq_len_q: Some(3),
+            seq_len_k: Some(4),
+            head_dim: Some(5),
+            num_heads: Some(6),
+            num_kv_heads: Some(7),
+            tp_size: Some(8),
+            pp_size: Some(9),
+            layer_index: Some(10),
+            window_size: Some(11),
+            hidden_size: Some(u32::MAX - 1),
+            dropout_p: Some(0.5),
+            ..SelectionContext::default()
+        };
+        let key = ContextKey::new(&ctx);
+        let empty = ContextKey::new(&SelectionContext::default());
+        let mut slots = Vec::new();
+        for field in ints {
+            let slot = int_slot(field).unwrap();
+            slots.push(slot);
+            let expected = ctx.get(field).map(|v| match v {
+                FieldValue::Int(v) => u32::try_from(v).unwrap(),
+                other => panic!("{field} is not an integer: {other}"),
+            });
+            assert_eq!(key.int(slot), expected, "{field}");
+            assert_eq!(empty.int(slot), None, "{field}");
+        }
+        slots.sort_unstable();
+        assert_eq!(slots, (0..INT_SLOTS).collect::<Vec<_>>());
     }
 
     #[test]

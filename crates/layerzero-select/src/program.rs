@@ -12,7 +12,7 @@
 use layerzero_config::{CompiledRule, ConditionTest};
 use layerzero_types::SelectionContext;
 
-use crate::cache::{ContextKey, int_slot, small_code};
+use crate::cache::{ContextKey, INT_SLOTS, int_slot, small_code};
 
 #[derive(Clone, Copy, Debug)]
 enum Check {
@@ -65,16 +65,17 @@ pub(crate) struct Prefilter {
     hi: u64,
 }
 
-/// The slot of [`PrefilterValues`] that is always 0.
-const ALWAYS: u8 = 11;
+/// The slot of [`PrefilterValues`] that is always 0: the first past the integer fields.
+const ALWAYS: u8 = INT_SLOTS;
 
 /// The context's integer fields for [`Prefilter`]s: slot `s` as in [`int_slot`], absent
-/// as `u64::MAX`; slot [`ALWAYS`] 0.
-pub(crate) struct PrefilterValues([u64; 12]);
+/// as `u64::MAX`; slot [`ALWAYS`] and the slots past it 0. Sixteen, so an index is masked
+/// into range rather than bounds-checked.
+pub(crate) struct PrefilterValues([u64; 16]);
 
 impl PrefilterValues {
     pub(crate) fn new(key: &ContextKey) -> PrefilterValues {
-        let mut values = [0u64; 12];
+        let mut values = [0u64; 16];
         for (slot, value) in (0u8..).zip(values.iter_mut().take(usize::from(ALWAYS))) {
             *value = key.int(slot).map_or(u64::MAX, u64::from);
         }
@@ -86,7 +87,7 @@ impl Prefilter {
     /// Whether the rule may match (a cheap necessary condition).
     #[inline]
     pub(crate) fn passes(self, values: &PrefilterValues) -> bool {
-        let value = values.0[usize::from(self.slot) % 12];
+        let value = values.0[usize::from(self.slot) % 16];
         self.lo <= value && value <= self.hi
     }
 }
@@ -198,7 +199,7 @@ mod tests {
     /// Conditions of every lowered form (and some that stay slow), on every packed field.
     fn conditions() -> Vec<(&'static str, V)> {
         let mut all = Vec::new();
-        for key in ["batch_size", "seq_len_k", "window_size", "tp_size", "layer_index"] {
+        for key in ["batch_size", "seq_len_k", "window_size", "tp_size", "layer_index", "hidden_size"] {
             for op in ["", "_ne", "_gt", "_gte", "_lt", "_lte"] {
                 for n in [0, 1, 7, 4_294_967_295] {
                     all.push((Box::leak(format!("{key}{op}").into_boxed_str()) as &str, V::Int(n)));
@@ -235,6 +236,9 @@ mod tests {
         let mut all = vec![SelectionContext::default()];
         for batch in [0, 1, 7, 8, u32::MAX] {
             all.push(SelectionContext { batch_size: Some(batch), seq_len_k: Some(batch), ..Default::default() });
+            // hidden_size beside dropout_p in the key's last word, alone and with it.
+            all.push(SelectionContext { hidden_size: Some(batch), ..Default::default() });
+            all.push(SelectionContext { hidden_size: Some(batch), dropout_p: Some(0.5), ..Default::default() });
         }
         for dtype in [DType::F16, DType::BF16, DType::F32, DType::I8] {
             all.push(SelectionContext { dtype: Some(dtype), is_causal: Some(true), ..Default::default() });

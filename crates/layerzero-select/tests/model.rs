@@ -20,12 +20,15 @@ const NAMES: [&str; 7] = ["pk0", "pk1", "pk2", "pk3", "pk4", "pk5", "pk_absent"]
 struct Kernel {
     priority: u32,
     dtypes: Option<Vec<DType>>,
+    /// The longest row the kernel's spec takes (`hidden_size`).
+    max_hidden: Option<u32>,
     available: bool,
 }
 
 #[derive(Clone, Debug)]
 enum Cond {
     Batch(&'static str, i64),
+    Hidden(&'static str, i64),
     DTypeIn(Vec<DType>),
     Causal(bool),
 }
@@ -58,24 +61,36 @@ fn cond() -> impl Strategy<Value = Cond> {
     prop_oneof![
         (prop::sample::select(vec!["eq", "ne", "gt", "gte", "lt", "lte"]), 0i64..20)
             .prop_map(|(op, n)| Cond::Batch(op, n)),
+        (prop::sample::select(vec!["eq", "ne", "gt", "gte", "lt", "lte"]), 0i64..20)
+            .prop_map(|(op, n)| Cond::Hidden(op, n)),
         prop::collection::vec(dtype(), 1..3).prop_map(Cond::DTypeIn),
         any::<bool>().prop_map(Cond::Causal),
     ]
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let kernel = (0u32..5, prop::option::of(prop::collection::vec(dtype(), 1..3)), prop::bool::weighted(0.8))
-        .prop_map(|(priority, dtypes, available)| Kernel { priority, dtypes, available });
+    let kernel = (
+        0u32..5,
+        prop::option::of(prop::collection::vec(dtype(), 1..3)),
+        prop::option::of(1u32..20),
+        prop::bool::weighted(0.8),
+    )
+        .prop_map(|(priority, dtypes, max_hidden, available)| Kernel { priority, dtypes, max_hidden, available });
     let rule = (prop::bool::weighted(0.3), prop::collection::vec(cond(), 0..3), 0..NAMES.len(), 0u32..4)
         .prop_map(|(any_operation, conditions, kernel, priority)| Rule { any_operation, conditions, kernel, priority });
-    let ctx = (prop::option::of(0u32..20), prop::option::of(dtype()), prop::option::of(any::<bool>())).prop_map(
-        |(batch_size, dtype, is_causal)| SelectionContext {
+    let ctx = (
+        prop::option::of(0u32..20),
+        prop::option::of(dtype()),
+        prop::option::of(any::<bool>()),
+        prop::option::of(1u32..20),
+    )
+        .prop_map(|(batch_size, dtype, is_causal, hidden_size)| SelectionContext {
             batch_size,
             dtype,
             is_causal,
+            hidden_size,
             ..SelectionContext::default()
-        },
-    );
+        });
     (
         prop::collection::vec(kernel, 1..6),
         prop::collection::vec(rule, 0..8),
@@ -113,6 +128,7 @@ fn to_config(case: &Case) -> KernelsConfig {
                         // Repeated keys are not allowed in a file; conditions on one field
                         // with different operators are.
                         Cond::Batch(op, n) => (format!("batch_size_{op}"), ConditionValue::Int(*n)),
+                        Cond::Hidden(op, n) => (format!("hidden_size_{op}"), ConditionValue::Int(*n)),
                         Cond::DTypeIn(ds) => (
                             if i % 2 == 0 { "dtype".into() } else { "dtype_in".into() },
                             ConditionValue::List(ds.iter().map(|d| ConditionValue::Str(d.as_str().into())).collect()),
@@ -164,9 +180,13 @@ fn naive(case: &Case, config: &KernelsConfig) -> Result<(String, SelectionReason
             (Some(list), Some(d)) => list.contains(&d),
             _ => true,
         };
+        let hidden_ok = match (k.max_hidden, case.ctx.hidden_size) {
+            (Some(max), Some(h)) => h <= max,
+            _ => true,
+        };
         let denied = case.deny == Some(i);
         let allowed = case.allow.as_ref().is_none_or(|list| list.contains(&i));
-        k.available && dtype_ok && !denied && allowed
+        k.available && dtype_ok && hidden_ok && !denied && allowed
     };
     let holds = |c: &(String, ConditionValue)| {
         let (key, value) = c;
@@ -176,17 +196,23 @@ fn naive(case: &Case, config: &KernelsConfig) -> Result<(String, SelectionReason
                 .ctx
                 .dtype
                 .is_some_and(|d| items.iter().any(|item| matches!(item, ConditionValue::Str(s) if s == d.as_str()))),
-            (key, ConditionValue::Int(n)) => case.ctx.batch_size.is_some_and(|b| {
-                let (b, n) = (i64::from(b), *n);
-                match key.trim_start_matches("batch_size_") {
-                    "eq" => b == n,
-                    "ne" => b != n,
-                    "gt" => b > n,
-                    "gte" => b >= n,
-                    "lt" => b < n,
-                    _ => b <= n,
-                }
-            }),
+            (key, ConditionValue::Int(n)) => {
+                let (field, op) = match key.strip_prefix("hidden_size_") {
+                    Some(op) => (case.ctx.hidden_size, op),
+                    None => (case.ctx.batch_size, key.trim_start_matches("batch_size_")),
+                };
+                field.is_some_and(|b| {
+                    let (b, n) = (i64::from(b), *n);
+                    match op {
+                        "eq" => b == n,
+                        "ne" => b != n,
+                        "gt" => b > n,
+                        "gte" => b >= n,
+                        "lt" => b < n,
+                        _ => b <= n,
+                    }
+                })
+            }
             _ => unreachable!("the generator makes no other condition"),
         }
     };
@@ -235,7 +261,9 @@ fn engine(case: &Case, policy: CompiledConfig) -> SelectionEngine {
             .with_priority(k.priority)
             .with_backend(if k.available { "cpu" } else { "missing_backend" });
         spec.constraints.dtypes = k.dtypes.clone();
-        // The model checks only dtypes; causal contexts must not reject anything else.
+        spec.constraints.hidden_size =
+            k.max_hidden.map(|max| layerzero_types::DimConstraint::Range { min: 1, max, multiple_of: 1 });
+        // The model checks only dtypes and hidden sizes; causal contexts must not reject anything else.
         spec.constraints.causal = layerzero_types::Support::Supported;
         kernels.register(spec).unwrap();
     }

@@ -78,9 +78,12 @@ pub struct NormArgs<'a> {
 }
 
 impl NormArgs<'_> {
-    /// The selection context these arguments describe.
+    /// The selection context these arguments describe; `hidden_size` is the input's last
+    /// dimension.
     pub fn context(&self) -> Result<SelectionContext, TypesError> {
-        SelectionContext::from_tensor(&self.input)
+        let mut ctx = SelectionContext::from_tensor(&self.input)?;
+        ctx.hidden_size = last_dim(self.input.dims())?;
+        Ok(ctx)
     }
 }
 
@@ -157,13 +160,28 @@ pub struct SwigluArgs<'a> {
 }
 
 impl SwigluArgs<'_> {
-    /// The selection context these arguments describe.
+    /// The selection context these arguments describe; `hidden_size` is the output's last
+    /// dimension (the intermediate size, for either form of the input).
     pub fn context(&self) -> Result<SelectionContext, TypesError> {
-        match &self.input {
+        let mut ctx = match &self.input {
             SwigluInput::Separate { gate, .. } => SelectionContext::from_tensor(gate),
             SwigluInput::Fused(gate_up) => SelectionContext::from_tensor(gate_up),
-        }
+        }?;
+        ctx.hidden_size = last_dim(self.output.dims())?;
+        Ok(ctx)
     }
+}
+
+/// The last dimension as a context's `hidden_size`: `None` for a scalar (rank 0).
+fn last_dim(dims: &[usize]) -> Result<Option<u32>, TypesError> {
+    dims.last()
+        .map(|&d| {
+            u32::try_from(d).map_err(|_| TypesError::InvalidContext {
+                field: "hidden_size",
+                message: format!("{d} does not fit in 32 bits"),
+            })
+        })
+        .transpose()
 }
 
 /// `output = a · b`: `a` is `[m, k]`, `b` is `[k, n]`, `output` is `[m, n]`.
@@ -306,16 +324,20 @@ impl OpArgs<'_> {
                     words: [ArgsKind::Attention as u64 | meta << 8, q[0], q[1], k[0], k[1], window],
                 });
             }
-            OpArgs::Norm(args) => (tensor_meta(&args.input), args.input.dims(), 0),
+            // Norms also read the input's last dimension (hidden_size), in word 2.
+            OpArgs::Norm(args) => (tensor_meta(&args.input), args.input.dims(), last_word(args.input.dims())?),
             // Rope also reads the layout and the last dimension (head_dim).
             OpArgs::Rope(args) => {
-                let last = args.x.dims().last().map_or(0, |&d| d as u64);
-                (tensor_meta(&args.x) | (args.layout as u64) << 32, args.x.dims(), last)
+                (tensor_meta(&args.x) | (args.layout as u64) << 32, args.x.dims(), last_word(args.x.dims())?)
             }
-            OpArgs::Swiglu(args) => match &args.input {
-                SwigluInput::Separate { gate, .. } => (tensor_meta(gate), gate.dims(), 0),
-                SwigluInput::Fused(gate_up) => (tensor_meta(gate_up) | 1 << 33, gate_up.dims(), 0),
-            },
+            // Swiglu also reads the output's last dimension (hidden_size).
+            OpArgs::Swiglu(args) => {
+                let last = last_word(args.output.dims())?;
+                match &args.input {
+                    SwigluInput::Separate { gate, .. } => (tensor_meta(gate), gate.dims(), last),
+                    SwigluInput::Fused(gate_up) => (tensor_meta(gate_up) | 1 << 33, gate_up.dims(), last),
+                }
+            }
             OpArgs::Matmul(args) => (tensor_meta(&args.a), args.a.dims(), 0),
         };
         // `from_tensor` reads the rank and the first two dims.
@@ -370,6 +392,17 @@ fn tensor_code(dtype: crate::DType, device: crate::Device) -> u64 {
 #[inline]
 fn tensor_meta(tensor: &impl crate::TensorMeta) -> u64 {
     tensor_code(tensor.dtype(), tensor.device()) | (tensor.shape().dims().len() as u64 & 0xff) << 24
+}
+
+/// The last dimension as a signature word: 0 for a scalar, 1 + the dimension otherwise
+/// (a rank-0 output and an empty last dimension derive different contexts); `None` past
+/// `u32::MAX`, which does not pack.
+#[inline]
+fn last_word(dims: &[usize]) -> Option<u64> {
+    match dims.last() {
+        None => Some(0),
+        Some(&d) => u32::try_from(d).ok().map(|d| 1 + u64::from(d)),
+    }
 }
 
 /// Four dims as two words of two `u32`s; `None` unless there are exactly four and each fits.
@@ -494,9 +527,20 @@ mod tests {
     /// (signature, derived context) of many argument sets of every kind: shapes of ranks 1
     /// to 4, two dtypes, both layouts, causal or not, windows, mismatched attention keys.
     fn signatures_and_contexts() -> Vec<(Option<ArgsSignature>, Result<SelectionContext, TypesError>)> {
-        // The last two differ only past the dims `from_tensor` reads: equal signatures.
-        let shapes: [&[usize]; 8] =
-            [&[3], &[2, 3], &[3, 2], &[2, 3, 4], &[1, 2, 3, 4], &[2, 3, 2, 4], &[2, 2, 3, 4], &[2, 2, 5, 4]];
+        // `[2, 2, 3, 4]` and `[2, 2, 5, 4]` differ only past the dims `from_tensor` reads
+        // and the last (`hidden_size`, `head_dim`): equal signatures. `[2, 2, 3, 8]` differs
+        // from them in the last dimension only.
+        let shapes: [&[usize]; 9] = [
+            &[3],
+            &[2, 3],
+            &[3, 2],
+            &[2, 3, 4],
+            &[1, 2, 3, 4],
+            &[2, 3, 2, 4],
+            &[2, 2, 3, 4],
+            &[2, 2, 5, 4],
+            &[2, 2, 3, 8],
+        ];
         let mut out = Vec::new();
         let mut record = |args: OpArgs<'_>| out.push((args.signature(), args.context()));
         let table = Tensor::zeros(&[8, 2], DType::F32).unwrap();
@@ -521,6 +565,15 @@ mod tests {
                     let style = RopeStyle::Neox;
                     record(OpArgs::Rope(RopeArgs { x: y.view_mut(), cos, sin, position_offset: 0, style, layout }));
                 }
+            }
+            // Swiglu's hidden_size is its output's last dimension, which its input does not
+            // give: one input, outputs of three widths (a fused gate-up row is twice its output).
+            let gate_up = Tensor::zeros(&[2, 8], dtype).unwrap();
+            for output in [&[2, 4][..], &[2, 8], &[2, 2]] {
+                let mut y = Tensor::zeros(output, dtype).unwrap();
+                record(OpArgs::Swiglu(SwigluArgs { input: SwigluInput::Fused(gate_up.view()), output: y.view_mut() }));
+                let input = SwigluInput::Separate { gate: gate_up.view(), up: gate_up.view() };
+                record(OpArgs::Swiglu(SwigluArgs { input, output: y.view_mut() }));
             }
             for q_dims in &shapes[4..7] {
                 for k_dims in &shapes[3..7] {
@@ -571,6 +624,32 @@ mod tests {
         distinct.sort_by_key(|s| s.map(|s| s.words));
         distinct.dedup();
         assert!(distinct.len() >= 50, "{} distinct signatures", distinct.len());
+    }
+
+    #[test]
+    fn norms_and_swiglu_derive_their_hidden_size() {
+        let x = Tensor::zeros(&[2, 3, 64], DType::BF16).unwrap();
+        let w = Tensor::zeros(&[64], DType::BF16).unwrap();
+        let mut y = Tensor::zeros(&[2, 3, 64], DType::BF16).unwrap();
+        let norm = NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 };
+        assert_eq!(norm.context().unwrap().hidden_size, Some(64));
+
+        let gate_up = Tensor::zeros(&[4, 256], DType::F16).unwrap();
+        let mut out = Tensor::zeros(&[4, 128], DType::F16).unwrap();
+        let fused = SwigluArgs { input: SwigluInput::Fused(gate_up.view()), output: out.view_mut() };
+        assert_eq!(fused.context().unwrap().hidden_size, Some(128));
+
+        let table = Tensor::zeros(&[8, 2], DType::F32).unwrap();
+        let rope = RopeArgs {
+            x: y.view_mut(),
+            cos: table.view(),
+            sin: table.view(),
+            position_offset: 0,
+            style: RopeStyle::Neox,
+            layout: Layout::Bshd,
+        };
+        let ctx = rope.context().unwrap();
+        assert_eq!((ctx.head_dim, ctx.hidden_size), (Some(64), None));
     }
 
     fn fill_ones(args: &mut NormArgs<'_>) -> KernelResult {

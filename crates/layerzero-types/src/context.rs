@@ -5,8 +5,8 @@ use std::fmt;
 use crate::{ComputeCapability, DType, Device, Layout, Platform, TensorMeta, TypesError};
 
 /// The facts of one call that decide which kernel may and should run it: shapes, dtype,
-/// device, flags. Every condition field of seed 000, plus `layer_index`, `window_size` and
-/// the device's `compute_capability`.
+/// device, flags. Every condition field of seed 000, plus `layer_index`, `window_size`,
+/// the device's `compute_capability` and the `hidden_size` of row-wise operations.
 ///
 /// A field the caller does not know is `None` ("absent"), never zero: a rule on an absent
 /// field does not match, and a kernel constraint on it is not checked.
@@ -77,6 +77,17 @@ pub struct SelectionContext {
     pub window_size: Option<u32>,
     /// Compute capability of the device (filled by the dispatcher from the backend registry).
     pub compute_capability: Option<ComputeCapability>,
+    /// The length of the rows a row-wise operation works on, the limit that decides
+    /// between a kernel's warp, block and scalar variants. Set by the argument structs:
+    ///
+    /// | operation | `hidden_size` |
+    /// |---|---|
+    /// | `rms_norm`, `layer_norm` | the input's last dimension (the model's hidden size) |
+    /// | `swiglu` | the output's last dimension (the intermediate size; half a fused gate-up row) |
+    /// | `rope` | absent: its row is a head, and `head_dim` holds its length |
+    /// | `matmul` | absent: `k` and `n` are both "hidden" sizes, and no kernel is limited by either |
+    /// | attention | absent: `head_dim` and the sequence lengths describe it |
+    pub hidden_size: Option<u32>,
 }
 
 impl SelectionContext {
@@ -123,11 +134,13 @@ impl SelectionContext {
             F::LayerIndex => int(self.layer_index),
             F::WindowSize => int(self.window_size),
             F::ComputeCapability => self.compute_capability.map(FieldValue::ComputeCapability),
+            F::HiddenSize => int(self.hidden_size),
         }
     }
 
     /// Checks that the fields agree with each other and are in range: `dropout_p` in
-    /// `[0, 1]`; head counts, `head_dim`, `window_size`, `tp_size` and `pp_size` at least 1;
+    /// `[0, 1]`; head counts, `head_dim`, `window_size`, `tp_size`, `pp_size` and
+    /// `hidden_size` at least 1;
     /// `num_kv_heads` dividing `num_heads`; `enable_gqa: false` only with equal head counts;
     /// `platform` matching `device`.
     pub fn validate(&self) -> Result<(), TypesError> {
@@ -144,6 +157,7 @@ impl SelectionContext {
             ("window_size", self.window_size),
             ("tp_size", self.tp_size),
             ("pp_size", self.pp_size),
+            ("hidden_size", self.hidden_size),
         ] {
             if value == Some(0) {
                 return invalid(field, "must be at least 1, got 0".into());
@@ -303,6 +317,7 @@ impl SelectionContextBuilder {
         layer_index: u32,
         window_size: u32,
         compute_capability: ComputeCapability,
+        hidden_size: u32,
     }
 
     /// Validates the context (see [`SelectionContext::validate`]) and fills `platform`
@@ -361,6 +376,8 @@ pub enum ContextField {
     WindowSize,
     /// `compute_capability`
     ComputeCapability,
+    /// `hidden_size`
+    HiddenSize,
 }
 
 /// The type of a context field's values.
@@ -386,7 +403,7 @@ pub enum FieldKind {
 
 impl ContextField {
     /// Every field: seed 000's 18 condition fields first, then LayerZero's additions.
-    pub const ALL: [ContextField; 21] = [
+    pub const ALL: [ContextField; 22] = [
         ContextField::BatchSize,
         ContextField::SeqLen,
         ContextField::SeqLenQ,
@@ -408,6 +425,7 @@ impl ContextField {
         ContextField::LayerIndex,
         ContextField::WindowSize,
         ContextField::ComputeCapability,
+        ContextField::HiddenSize,
     ];
 
     /// The field's name in configs.
@@ -435,6 +453,7 @@ impl ContextField {
             F::LayerIndex => "layer_index",
             F::WindowSize => "window_size",
             F::ComputeCapability => "compute_capability",
+            F::HiddenSize => "hidden_size",
         }
     }
 
@@ -534,6 +553,8 @@ mod tests {
             SelectionContext { layer_index: Some(0), ..base },
             SelectionContext { window_size: Some(0), ..base },
             SelectionContext { compute_capability: Some(ComputeCapability::new(9, 0)), ..base },
+            SelectionContext { hidden_size: Some(0), ..base },
+            SelectionContext { hidden_size: Some(4096), ..base },
             base,
         ];
         for (i, a) in variants.iter().enumerate() {
@@ -611,6 +632,7 @@ mod tests {
             .layer_index(7)
             .window_size(9)
             .compute_capability(ComputeCapability::new(9, 0))
+            .hidden_size(4096)
             .build()
             .unwrap();
         assert!(ContextField::ALL.into_iter().all(|field| ctx.get(field).is_some()));
@@ -630,6 +652,7 @@ mod tests {
         assert_eq!(field_of(b().num_heads(32).num_kv_heads(8).enable_gqa(false)), "enable_gqa");
         assert_eq!(field_of(b().head_dim(0)), "head_dim");
         assert_eq!(field_of(b().tp_size(0)), "tp_size");
+        assert_eq!(field_of(b().hidden_size(0)), "hidden_size");
         assert_eq!(field_of(b().device(Device::Cpu).platform(Platform::Cuda)), "platform");
     }
 

@@ -114,7 +114,7 @@ pub enum Support {
     Required,
 }
 
-/// The head dimensions a kernel accepts.
+/// The values of one dimension a kernel accepts (`head_dim`, `hidden_size`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DimConstraint {
@@ -212,6 +212,11 @@ pub struct KernelConstraints {
     pub dtypes: Option<Vec<DType>>,
     /// Accepted head dimensions (`None`: any).
     pub head_dim: Option<DimConstraint>,
+    /// Accepted row lengths of a row-wise operation, checked against the context's
+    /// `hidden_size` (a norm's hidden size, swiglu's intermediate size; `None`: any). A
+    /// kernel that holds a row in registers states its longest row and the alignment of
+    /// its vector loads here, so selection routes a call to a variant that takes it.
+    pub hidden_size: Option<DimConstraint>,
     /// Accepted query lengths, checked against `seq_len_q` (or `seq_len` when that is unset).
     pub seq_len_q: Option<DimRange>,
     /// Accepted key lengths, checked against `seq_len_k` (or `seq_len` when that is unset).
@@ -324,6 +329,12 @@ impl KernelSpec {
         self
     }
 
+    /// Restricts the accepted `hidden_size`.
+    pub fn with_hidden_size(mut self, hidden_size: DimConstraint) -> Self {
+        self.constraints.hidden_size = Some(hidden_size);
+        self
+    }
+
     /// Replaces all constraints.
     pub fn with_constraints(mut self, constraints: KernelConstraints) -> Self {
         self.constraints = constraints;
@@ -355,14 +366,18 @@ impl KernelSpec {
         if c.layouts.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid("its layout list is empty, so it can run nothing".into()));
         }
-        match &c.head_dim {
-            Some(DimConstraint::Set(values)) if values.is_empty() => {
-                return Err(invalid("its head_dim set is empty".into()));
+        for (name, dim) in [("head_dim", &c.head_dim), ("hidden_size", &c.hidden_size)] {
+            match dim {
+                Some(DimConstraint::Set(values)) if values.is_empty() => {
+                    return Err(invalid(format!("its {name} set is empty")));
+                }
+                Some(DimConstraint::Range { min, max, multiple_of }) if min > max || *multiple_of == 0 => {
+                    return Err(invalid(format!(
+                        "its {name} range {min}..={max} (multiple of {multiple_of}) is empty"
+                    )));
+                }
+                _ => {}
             }
-            Some(DimConstraint::Range { min, max, multiple_of }) if min > max || *multiple_of == 0 => {
-                return Err(invalid(format!("its head_dim range {min}..={max} (multiple of {multiple_of}) is empty")));
-            }
-            _ => {}
         }
         for (name, range) in [("seq_len_q", c.seq_len_q), ("seq_len_k", c.seq_len_k)] {
             if let Some(range) = range
@@ -418,6 +433,9 @@ impl KernelSpec {
         }
         if let (Some(allowed), Some(head_dim)) = (&c.head_dim, ctx.head_dim) {
             check!(!allowed.allows(head_dim), Constraint::HeadDim, allowed.to_string(), head_dim.to_string());
+        }
+        if let (Some(allowed), Some(hidden)) = (&c.hidden_size, ctx.hidden_size) {
+            check!(!allowed.allows(hidden), Constraint::HiddenSize, allowed.to_string(), hidden.to_string());
         }
         if let (Some(range), Some(len)) = (c.seq_len_q, ctx.seq_len_q.or(ctx.seq_len)) {
             check!(!range.contains(len), Constraint::SeqLenQ, range.to_string(), len.to_string());
@@ -487,6 +505,8 @@ pub enum Constraint {
     DType,
     /// The head dimension is not accepted.
     HeadDim,
+    /// The hidden size (a row-wise operation's row length) is not accepted.
+    HiddenSize,
     /// The query length is out of range.
     SeqLenQ,
     /// The key length is out of range.
@@ -516,6 +536,7 @@ impl Constraint {
             Constraint::Platform => "platform",
             Constraint::DType => "dtype",
             Constraint::HeadDim => "head_dim",
+            Constraint::HiddenSize => "hidden_size",
             Constraint::SeqLenQ => "seq_len_q",
             Constraint::SeqLenK => "seq_len_k",
             Constraint::Gqa => "gqa",
@@ -604,6 +625,34 @@ mod tests {
         assert!(spec.check(&ctx().head_dim(96).build().unwrap()).is_ok());
         let rejection = spec.check(&ctx().head_dim(100).build().unwrap()).unwrap_err();
         assert_eq!(rejection.required, "a multiple of 32 in 32..=256");
+    }
+
+    #[test]
+    fn hidden_size_range_states_length_and_alignment() {
+        let warp = KernelSpec::new("rms_norm_warp_test", Platform::Cuda)
+            .unwrap()
+            .for_operation(OperationType::NormRms)
+            .with_hidden_size(DimConstraint::Range { min: 8, max: 1024, multiple_of: 8 });
+        assert!(warp.validate().is_ok());
+        assert!(warp.check(&ctx().hidden_size(1024).build().unwrap()).is_ok());
+        assert!(warp.check(&ctx().hidden_size(8).build().unwrap()).is_ok());
+        // An absent hidden size is not checked (the kernel checks its arguments).
+        assert!(warp.check(&ctx().build().unwrap()).is_ok());
+        let too_long = warp.check(&ctx().hidden_size(2048).build().unwrap()).unwrap_err();
+        assert_eq!(
+            too_long.to_string(),
+            "rms_norm_warp_test: hidden_size requires a multiple of 8 in 8..=1024, context has 2048"
+        );
+        assert_eq!(too_long.constraint, Constraint::HiddenSize);
+        assert_eq!(rejected_by(&warp, &ctx().hidden_size(1020).build().unwrap()), Constraint::HiddenSize);
+
+        let mut empty = warp.clone();
+        empty.constraints.hidden_size = Some(DimConstraint::Range { min: 2048, max: 1024, multiple_of: 8 });
+        assert!(
+            matches!(empty.validate(), Err(TypesError::InvalidSpec { reason, .. }) if reason.contains("hidden_size"))
+        );
+        empty.constraints.hidden_size = Some(DimConstraint::Set(Vec::new()));
+        assert!(empty.validate().is_err());
     }
 
     #[test]
@@ -704,11 +753,13 @@ mod tests {
     fn specs_serialise_as_data() {
         let mut spec = attention_spec().with_dtypes([DType::BF16]);
         spec.constraints.head_dim = Some(DimConstraint::Range { min: 64, max: 256, multiple_of: 64 });
+        spec.constraints.hidden_size = Some(DimConstraint::Set(vec![4096, 8192]));
         spec.constraints.causal = Support::Supported;
         spec.constraints.min_compute_capability = Some(ComputeCapability::new(9, 0));
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("\"head_dim\":{\"range\":{\"min\":64,\"max\":256,\"multiple_of\":64}}"), "{json}");
         assert!(json.contains("\"min_compute_capability\":\"9.0\""), "{json}");
+        assert!(json.contains("\"hidden_size\":{\"set\":[4096,8192]}"), "{json}");
         let back: KernelSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
         let unknown = json.replace("\"gqa\"", "\"gqaa\"");

@@ -267,6 +267,63 @@ fn residual_block_packs_per_thread(packs: usize) -> Option<usize> {
     if packs <= 1024 { Some(1) } else { block_packs_per_thread(packs) }
 }
 
+/// The packs per thread a block variant (rms_norm, layer_norm; with the fused residual add
+/// or not) launches a row of `hidden` elements with, or `None` when it cannot take the row:
+/// `hidden` a nonzero multiple of the 16-byte pack and at most 8 · 1024 packs. The block
+/// variants' `hidden_size` constraint states this limit (a test checks it against this).
+pub(super) fn block_packs(dtype: DType, hidden: usize, residual: bool) -> Option<usize> {
+    if hidden == 0 || !hidden.is_multiple_of(pack(dtype)) {
+        return None;
+    }
+    let packs = hidden / pack(dtype);
+    if residual { residual_block_packs_per_thread(packs) } else { block_packs_per_thread(packs) }
+}
+
+/// The packs per thread the rms_norm warp variant launches a row of `hidden` elements with
+/// (1, 2 or 4, 32 threads), or `None` when it cannot take the row: `hidden` a nonzero
+/// multiple of the pack and at most 4 · 32 packs. Its `hidden_size` constraint states this.
+pub(super) fn warp_packs(dtype: DType, hidden: usize) -> Option<usize> {
+    if hidden == 0 || !hidden.is_multiple_of(pack(dtype)) {
+        return None;
+    }
+    let packs = hidden / pack(dtype);
+    [1, 2, 4].into_iter().find(|v| packs <= 32 * v)
+}
+
+/// Whether the swiglu vector variant takes rows of `inter` elements: a nonzero multiple of
+/// the pack (any length). Its `hidden_size` constraint states this.
+pub(super) fn swiglu_vector_takes(dtype: DType, inter: usize) -> bool {
+    inter != 0 && inter.is_multiple_of(pack(dtype))
+}
+
+/// The 16-byte units per head the rope vector variant handles for `head_dim` channels of
+/// which `rot` rotate, or why it cannot: `head_dim` and the rotated width (half of `rot`
+/// for NeoX, `rot` interleaved) multiples of the pack, at most [`ROPE_MAX_UNITS`] units. Its
+/// `head_dim` constraint states the limit for full rotation; partial rotation's width is
+/// checked here only.
+pub(super) fn rope_vector_units(
+    style: RopeStyle,
+    dtype: DType,
+    head_dim: usize,
+    rot: usize,
+) -> Result<usize, KernelError> {
+    let p = pack(dtype);
+    let rotated = if style == RopeStyle::Neox { rot / 2 } else { rot };
+    if !head_dim.is_multiple_of(p) || !rotated.is_multiple_of(p) {
+        return Err(KernelError::Unsupported(format!(
+            "rope vector variant needs head_dim ({head_dim}) and the rotated width ({rotated}) multiples of {p}"
+        )));
+    }
+    let units = rotated / p + head_dim.saturating_sub(rot) / p;
+    if units == 0 || units > ROPE_MAX_UNITS {
+        return Err(KernelError::Unsupported(format!(
+            "rope vector variant takes head_dim up to {}, got {head_dim}",
+            ROPE_MAX_UNITS * p
+        )));
+    }
+    Ok(units)
+}
+
 fn rows_and_hidden(x: &impl TensorMeta) -> Result<(usize, usize), KernelError> {
     let dims = x.shape().dims();
     let hidden = *dims.last().ok_or_else(|| invalid("x must have at least one dimension".into()))?;
@@ -378,8 +435,7 @@ impl CudaDevice {
                         let v = usize::from(packs_per_thread);
                         [1, 2, 4, 8].contains(&v).then_some(v).filter(|v| packs.div_ceil(*v) <= 1024)
                     }
-                    _ if residual.is_some() => residual_block_packs_per_thread(packs),
-                    _ => block_packs_per_thread(packs),
+                    _ => block_packs(dtype, hidden, residual.is_some()),
                 };
                 let (true, Some(v)) = (aligned, v) else {
                     return Err(KernelError::Unsupported(format!(
@@ -395,8 +451,7 @@ impl CudaDevice {
                 )
             }
             RmsNormVariant::Warp => {
-                let v = [1, 2, 4].into_iter().find(|v| packs <= 32 * v);
-                let (true, Some(v)) = (aligned, v) else {
+                let Some(v) = warp_packs(dtype, hidden) else {
                     return Err(KernelError::Unsupported(format!(
                         "rms_norm warp variant needs hidden a multiple of {} and at most {}, got {hidden}",
                         pack(dtype),
@@ -508,7 +563,7 @@ impl CudaDevice {
         };
         let (entry, cfg) = match variant {
             SwigluVariant::Vector => {
-                if !inter.is_multiple_of(pack(dtype)) {
+                if !swiglu_vector_takes(dtype, inter) {
                     return Err(KernelError::Unsupported(format!(
                         "swiglu vector variant needs the intermediate size a multiple of {}, got {inter}",
                         pack(dtype)
@@ -582,14 +637,13 @@ impl CudaDevice {
         let packs = hidden / pack(dtype);
         let (entry, cfg) = match variant {
             LayerNormVariant::Block => {
-                let v =
-                    block_packs_per_thread(packs).filter(|_| hidden.is_multiple_of(pack(dtype))).ok_or_else(|| {
-                        KernelError::Unsupported(format!(
-                            "layer_norm block variant needs hidden a multiple of {} and at most {}, got {hidden}",
-                            pack(dtype),
-                            8 * 1024 * pack(dtype)
-                        ))
-                    })?;
+                let v = block_packs(dtype, hidden, false).ok_or_else(|| {
+                    KernelError::Unsupported(format!(
+                        "layer_norm block variant needs hidden a multiple of {} and at most {}, got {hidden}",
+                        pack(dtype),
+                        8 * 1024 * pack(dtype)
+                    ))
+                })?;
                 let threads = packs.div_ceil(v).next_multiple_of(32).clamp(32, 1024) as u32;
                 (
                     layer_norm_entry(dtype_index, v),
@@ -770,13 +824,7 @@ impl CudaDevice {
         let p = pack(dtype);
         let cfg = match variant {
             RopeVariant::Vector => {
-                let rotated = if style == RopeStyle::Neox { half } else { rot };
-                if !head_dim.is_multiple_of(p) || !rotated.is_multiple_of(p) {
-                    return Err(KernelError::Unsupported(format!(
-                        "rope vector variant needs head_dim ({head_dim}) and the rotated width ({rotated}) multiples of {p}"
-                    )));
-                }
-                let units = rotated / p + (head_dim - rot) / p;
+                let units = rope_vector_units(style, dtype, head_dim, rot)?;
                 let (threads, tokens_per_block) = rope_vector_block(units, all_heads).ok_or_else(|| {
                     KernelError::Unsupported(format!(
                         "rope vector variant takes head_dim up to {}, got {head_dim}",

@@ -53,6 +53,26 @@ fn ptx_constraints() -> KernelConstraints {
     }
 }
 
+/// The row limit of the block variants (rms_norm, layer_norm, with or without the fused
+/// residual add): a multiple of the 16-byte pack, at most 8 · 1024 packs. That is 65536
+/// bf16 / f16 elements (multiples of 8) and 32768 f32 (multiples of 4); one spec covers the
+/// three dtypes, so it states what all three take (`ops::block_packs`; a test checks).
+const BLOCK_HIDDEN: DimConstraint = DimConstraint::Range { min: 8, max: 32768, multiple_of: 8 };
+
+/// The row limit of the rms_norm warp variant: a multiple of the pack, at most 4 · 32
+/// packs (1024 bf16 / f16, 512 f32), as every dtype takes it (`ops::warp_packs`).
+const WARP_HIDDEN: DimConstraint = DimConstraint::Range { min: 8, max: 512, multiple_of: 8 };
+
+/// The intermediate sizes of the swiglu vector variant: multiples of the pack (8 bf16 / f16,
+/// 4 f32), any length (`ops::swiglu_vector_takes`).
+const SWIGLU_VECTOR_HIDDEN: DimConstraint = DimConstraint::Range { min: 8, max: u32::MAX, multiple_of: 8 };
+
+/// The head dimensions of the rope vector variant with the whole head rotated: NeoX rotates
+/// half-heads in packs (multiples of 16 for bf16 / f16), and a head is at most 1024 units of
+/// 16 bytes (4096 f32 channels interleaved); partial rotation's width is checked at launch
+/// (`ops::rope_vector_units`).
+const ROPE_VECTOR_HEAD_DIM: DimConstraint = DimConstraint::Range { min: 16, max: 4096, multiple_of: 16 };
+
 /// The device that runs a call whose first tensor is on `device`.
 fn device_for(devices: &[CudaDevice], device: Device) -> Result<&CudaDevice, KernelError> {
     match device {
@@ -112,22 +132,24 @@ fn matmul(devices: Arc<[CudaDevice]>) -> KernelImpl {
 }
 
 /// The specs of the CUDA kernels, without code (for listings and `explain` on machines
-/// without a GPU). Limits a [`SelectionContext`](layerzero_types::SelectionContext) cannot
-/// express (it has no hidden size) are refused by the kernel before launch as
-/// [`KernelError::Unsupported`]; the table says which.
+/// without a GPU). Each states its row limits (`hidden_size` for norms and swiglu,
+/// `head_dim` for rope), so selection routes a call to a variant that takes it; a limit
+/// that differs by dtype is stated as all three dtypes take it (the spec covers the three),
+/// and the kernel still checks its own, looser limit before launch (defence in depth, and
+/// for direct calls), refusing as [`KernelError::Unsupported`].
 ///
-/// | id | operation | priority | beyond the spec (checked before launch) |
-/// |---|---|---|---|
-/// | `cuda.rms_norm.block` | `rms_norm` | 80 | hidden a multiple of 16 bytes / element, ≤ 65536 (bf16, f16), ≤ 32768 (f32) |
-/// | `cuda.rms_norm.warp` | `rms_norm` | 70 | hidden a multiple of 16 bytes / element, ≤ 1024 (bf16, f16), ≤ 512 (f32) |
-/// | `cuda.rms_norm.scalar` | `rms_norm` | 60 | any hidden |
-/// | `cuda.layer_norm.block` | `layer_norm` | 80 | as `cuda.rms_norm.block` |
-/// | `cuda.layer_norm.scalar` | `layer_norm` | 60 | any hidden |
-/// | `cuda.rope.vector` | `rope` (BSHD, `head_dim` a multiple of 16) | 80 | the rotated width a multiple of 16 bytes / element |
-/// | `cuda.rope.scalar` | `rope` (BSHD) | 60 | any head_dim |
-/// | `cuda.swiglu.vector` | `swiglu` | 80 | intermediate a multiple of 16 bytes / element |
-/// | `cuda.swiglu.scalar` | `swiglu` | 60 | any intermediate |
-/// | `cuda.matmul.cublas` | `matmul` | 80 | `b` row-major or transposed (strides `[1, k]`) |
+/// | id | operation | priority | spec limit | the kernel's own, by dtype | beyond the spec (checked before launch) |
+/// |---|---|---|---|---|---|
+/// | `cuda.rms_norm.block` | `rms_norm` | 80 | `hidden_size` a multiple of 8 in 8..=32768 | multiple of 8, ≤ 65536 (bf16, f16); of 4, ≤ 32768 (f32) | - |
+/// | `cuda.rms_norm.warp` | `rms_norm` | 70 | `hidden_size` a multiple of 8 in 8..=512 | multiple of 8, ≤ 1024 (bf16, f16); of 4, ≤ 512 (f32) | - |
+/// | `cuda.rms_norm.scalar` | `rms_norm` | 60 | any | any | - |
+/// | `cuda.layer_norm.block` | `layer_norm` | 80 | as `cuda.rms_norm.block` | as `cuda.rms_norm.block` | - |
+/// | `cuda.layer_norm.scalar` | `layer_norm` | 60 | any | any | - |
+/// | `cuda.rope.vector` | `rope` (BSHD) | 80 | `head_dim` a multiple of 16 in 16..=4096 | ≤ 1024 units of 16 bytes | the rotated width a multiple of 16 bytes / element |
+/// | `cuda.rope.scalar` | `rope` (BSHD) | 60 | any | any | - |
+/// | `cuda.swiglu.vector` | `swiglu` | 80 | `hidden_size` (intermediate) a multiple of 8 | multiple of 8 (bf16, f16), of 4 (f32) | - |
+/// | `cuda.swiglu.scalar` | `swiglu` | 60 | any | any | - |
+/// | `cuda.matmul.cublas` | `matmul` | 80 | - | - | `b` row-major or transposed (strides `[1, k]`) |
 ///
 /// All take bf16, f16 and f32 in contiguous device memory. The PTX kernels need compute
 /// capability 9.0 (the PTX targets sm_90), are deterministic and CUDA-graph safe;
@@ -141,8 +163,9 @@ pub fn cuda_kernel_specs() -> Result<Vec<KernelSpec>, TypesError> {
 pub fn cuda_kernels(devices: Arc<[CudaDevice]>) -> Result<Vec<(KernelSpec, KernelImpl)>, TypesError> {
     use OperationType as Op;
     let d = || Arc::clone(&devices);
+    let with_hidden = |hidden: DimConstraint| KernelConstraints { hidden_size: Some(hidden), ..ptx_constraints() };
     let rope_vector = KernelConstraints {
-        head_dim: Some(DimConstraint::Range { min: 16, max: u32::MAX, multiple_of: 16 }),
+        head_dim: Some(ROPE_VECTOR_HEAD_DIM),
         layouts: Some(vec![Layout::Bshd]),
         ..ptx_constraints()
     };
@@ -153,11 +176,14 @@ pub fn cuda_kernels(devices: Arc<[CudaDevice]>) -> Result<Vec<(KernelSpec, Kerne
         ..KernelConstraints::default()
     };
     Ok(vec![
-        (spec("cuda.rms_norm.block", Op::NormRms, 80, ptx_constraints())?, rms_norm(d(), RmsNormVariant::Block)),
-        (spec("cuda.rms_norm.warp", Op::NormRms, 70, ptx_constraints())?, rms_norm(d(), RmsNormVariant::Warp)),
+        (
+            spec("cuda.rms_norm.block", Op::NormRms, 80, with_hidden(BLOCK_HIDDEN))?,
+            rms_norm(d(), RmsNormVariant::Block),
+        ),
+        (spec("cuda.rms_norm.warp", Op::NormRms, 70, with_hidden(WARP_HIDDEN))?, rms_norm(d(), RmsNormVariant::Warp)),
         (spec("cuda.rms_norm.scalar", Op::NormRms, 60, ptx_constraints())?, rms_norm(d(), RmsNormVariant::Scalar)),
         (
-            spec("cuda.layer_norm.block", Op::NormLayer, 80, ptx_constraints())?,
+            spec("cuda.layer_norm.block", Op::NormLayer, 80, with_hidden(BLOCK_HIDDEN))?,
             layer_norm(d(), LayerNormVariant::Block),
         ),
         (
@@ -166,7 +192,10 @@ pub fn cuda_kernels(devices: Arc<[CudaDevice]>) -> Result<Vec<(KernelSpec, Kerne
         ),
         (spec("cuda.rope.vector", Op::Rope, 80, rope_vector)?, rope(d(), RopeVariant::Vector)),
         (spec("cuda.rope.scalar", Op::Rope, 60, rope_scalar)?, rope(d(), RopeVariant::Scalar)),
-        (spec("cuda.swiglu.vector", Op::Swiglu, 80, ptx_constraints())?, swiglu(d(), SwigluVariant::Vector)),
+        (
+            spec("cuda.swiglu.vector", Op::Swiglu, 80, with_hidden(SWIGLU_VECTOR_HIDDEN))?,
+            swiglu(d(), SwigluVariant::Vector),
+        ),
         (spec("cuda.swiglu.scalar", Op::Swiglu, 60, ptx_constraints())?, swiglu(d(), SwigluVariant::Scalar)),
         (spec("cuda.matmul.cublas", Op::Matmul, 80, cublas)?, matmul(d())),
     ])
@@ -275,6 +304,74 @@ mod tests {
         assert!(get("cuda.rope.vector").check(&head_dim(128)).is_ok());
         assert_eq!(get("cuda.rope.vector").check(&head_dim(72)).unwrap_err().constraint, Constraint::HeadDim);
         assert!(get("cuda.rope.scalar").check(&head_dim(72)).is_ok());
+    }
+
+    /// Each spec's row limit is exactly what all three dtypes' launch checks take (the
+    /// `ops` functions the kernels call before launch): never more (selection would route
+    /// a call to a kernel that refuses it), and no less than the dtypes have in common.
+    #[test]
+    fn row_limits_in_the_specs_are_what_every_dtype_launches() {
+        use super::super::ops::{block_packs, rope_vector_units, swiglu_vector_takes, warp_packs};
+        use layerzero_types::RopeStyle;
+
+        let specs = cuda_kernel_specs().unwrap();
+        let get = |id: &str| specs.iter().find(|s| s.id.as_str() == id).unwrap();
+        let hidden = |id: &str| get(id).constraints.hidden_size.clone();
+        /// Whether a variant's launch check takes `n` elements of a dtype.
+        type Takes<'a> = &'a dyn Fn(DType, usize) -> bool;
+        let every_dtype = |takes: Takes<'_>, n: usize| CUDA_DTYPES.iter().all(|&d| takes(d, n));
+        let block = |residual: bool| move |d: DType, n: usize| block_packs(d, n, residual).is_some();
+        let launches: [(&str, Takes<'_>); 5] = [
+            ("cuda.rms_norm.block", &block(false)),
+            ("cuda.rms_norm.block", &block(true)),
+            ("cuda.layer_norm.block", &block(false)),
+            ("cuda.rms_norm.warp", &|d, n| warp_packs(d, n).is_some()),
+            ("cuda.swiglu.vector", &swiglu_vector_takes),
+        ];
+        for (id, takes) in launches {
+            let limit = hidden(id).unwrap_or_else(|| panic!("{id} states no hidden_size limit"));
+            for n in 0..=70_000u32 {
+                assert_eq!(limit.allows(n), every_dtype(takes, n as usize), "{id}: hidden_size {n} ({limit})");
+            }
+        }
+        // The warp variant's own bf16 limit is twice the spec's, and the block's too.
+        assert!(warp_packs(DType::BF16, 1024).is_some() && warp_packs(DType::F32, 1024).is_none());
+        assert!(block_packs(DType::BF16, 65536, false).is_some() && block_packs(DType::F32, 65536, false).is_none());
+        for id in ["cuda.rms_norm.scalar", "cuda.layer_norm.scalar", "cuda.swiglu.scalar", "cuda.rope.scalar"] {
+            assert_eq!(hidden(id), None, "{id} takes any row");
+        }
+
+        // Rope rotates the whole head: the spec's head_dim limit is what both styles take
+        // in every dtype.
+        let rope = get("cuda.rope.vector").constraints.head_dim.clone().unwrap();
+        for head_dim in 0..=9_000u32 {
+            let n = head_dim as usize;
+            let launches = [RopeStyle::Neox, RopeStyle::Interleaved]
+                .into_iter()
+                .all(|style| CUDA_DTYPES.iter().all(|&d| rope_vector_units(style, d, n, n).is_ok()));
+            assert_eq!(rope.allows(head_dim), launches, "rope head_dim {head_dim} ({rope})");
+        }
+    }
+
+    #[test]
+    fn selection_context_hidden_sizes_pick_the_variant_that_takes_them() {
+        let specs = cuda_kernel_specs().unwrap();
+        let takes = |id: &str, hidden: u32| {
+            let spec = specs.iter().find(|s| s.id.as_str() == id).unwrap();
+            spec.check(&ctx().dtype(DType::BF16).hidden_size(hidden).build().unwrap())
+        };
+        assert!(takes("cuda.rms_norm.warp", 512).is_ok());
+        assert!(takes("cuda.rms_norm.block", 4096).is_ok());
+        let rejection = takes("cuda.rms_norm.warp", 4096).unwrap_err();
+        assert_eq!(rejection.constraint, Constraint::HiddenSize);
+        assert_eq!(
+            rejection.to_string(),
+            "cuda.rms_norm.warp: hidden_size requires a multiple of 8 in 8..=512, context has 4096"
+        );
+        assert_eq!(takes("cuda.rms_norm.block", 4100).unwrap_err().constraint, Constraint::HiddenSize);
+        assert!(takes("cuda.rms_norm.scalar", 4100).is_ok());
+        assert_eq!(takes("cuda.swiglu.vector", 11006).unwrap_err().constraint, Constraint::HiddenSize);
+        assert!(takes("cuda.swiglu.vector", 11008).is_ok());
     }
 
     #[test]
