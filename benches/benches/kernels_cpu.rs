@@ -141,6 +141,7 @@ fn norms(c: &mut Criterion) {
                         bias: layer.then(|| TensorView::from_slice(&bb, &[hidden]).unwrap()),
                         output: TensorViewMut::from_slice(&mut out, &[rows, hidden]).unwrap(),
                         eps: 1e-5,
+                        residual: None,
                     }))
                 });
             } else {
@@ -152,6 +153,7 @@ fn norms(c: &mut Criterion) {
                         bias: layer.then(|| TensorView::from_slice(&b, &[hidden]).unwrap()),
                         output: TensorViewMut::from_slice(&mut out, &[rows, hidden]).unwrap(),
                         eps: 1e-5,
+                        residual: None,
                     }))
                 });
             }

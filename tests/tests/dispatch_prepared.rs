@@ -53,6 +53,7 @@ impl Buffers {
             bias: None,
             output: self.y.view_mut(),
             eps: 1e-6,
+            residual: None,
         })
     }
 

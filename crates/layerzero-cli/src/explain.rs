@@ -96,6 +96,7 @@ fn set_field(ctx: &mut SelectionContext, field: ContextField, value: &str) -> Re
                 F::IsCausal => ctx.is_causal = v,
                 F::EnableGqa => ctx.enable_gqa = v,
                 F::IsCudaGraphCapturing => ctx.is_cuda_graph_capturing = v,
+                F::FusedResidual => ctx.fused_residual = v,
                 _ => ctx.requires_deterministic = v,
             }
         }

@@ -5,8 +5,8 @@ use std::fmt;
 use crate::{ComputeCapability, DType, Device, Layout, Platform, TensorMeta, TypesError};
 
 /// The facts of one call that decide which kernel may and should run it: shapes, dtype,
-/// device, flags. Every condition field of seed 000, plus `layer_index`, `window_size` and
-/// the device's `compute_capability`.
+/// device, flags. Every condition field of seed 000, plus `layer_index`, `window_size`,
+/// the device's `compute_capability` and `fused_residual`.
 ///
 /// A field the caller does not know is `None` ("absent"), never zero: a rule on an absent
 /// field does not match, and a kernel constraint on it is not checked.
@@ -77,6 +77,11 @@ pub struct SelectionContext {
     pub window_size: Option<u32>,
     /// Compute capability of the device (filled by the dispatcher from the backend registry).
     pub compute_capability: Option<ComputeCapability>,
+    /// The norm call adds a residual before normalising
+    /// ([`NormArgs::residual`](crate::NormArgs::residual)): `true` when it does, absent
+    /// otherwise. Only kernels that claim
+    /// [`residual`](crate::KernelConstraints::residual) may run it.
+    pub fused_residual: Option<bool>,
 }
 
 impl SelectionContext {
@@ -123,6 +128,7 @@ impl SelectionContext {
             F::LayerIndex => int(self.layer_index),
             F::WindowSize => int(self.window_size),
             F::ComputeCapability => self.compute_capability.map(FieldValue::ComputeCapability),
+            F::FusedResidual => flag(self.fused_residual),
         }
     }
 
@@ -303,6 +309,7 @@ impl SelectionContextBuilder {
         layer_index: u32,
         window_size: u32,
         compute_capability: ComputeCapability,
+        fused_residual: bool,
     }
 
     /// Validates the context (see [`SelectionContext::validate`]) and fills `platform`
@@ -361,6 +368,8 @@ pub enum ContextField {
     WindowSize,
     /// `compute_capability`
     ComputeCapability,
+    /// `fused_residual`
+    FusedResidual,
 }
 
 /// The type of a context field's values.
@@ -386,7 +395,7 @@ pub enum FieldKind {
 
 impl ContextField {
     /// Every field: seed 000's 18 condition fields first, then LayerZero's additions.
-    pub const ALL: [ContextField; 21] = [
+    pub const ALL: [ContextField; 22] = [
         ContextField::BatchSize,
         ContextField::SeqLen,
         ContextField::SeqLenQ,
@@ -408,6 +417,7 @@ impl ContextField {
         ContextField::LayerIndex,
         ContextField::WindowSize,
         ContextField::ComputeCapability,
+        ContextField::FusedResidual,
     ];
 
     /// The field's name in configs.
@@ -435,6 +445,7 @@ impl ContextField {
             F::LayerIndex => "layer_index",
             F::WindowSize => "window_size",
             F::ComputeCapability => "compute_capability",
+            F::FusedResidual => "fused_residual",
         }
     }
 
@@ -446,7 +457,9 @@ impl ContextField {
             F::Device => FieldKind::Device,
             F::Platform => FieldKind::Platform,
             F::Layout => FieldKind::Layout,
-            F::IsCausal | F::EnableGqa | F::IsCudaGraphCapturing | F::RequiresDeterministic => FieldKind::Bool,
+            F::IsCausal | F::EnableGqa | F::IsCudaGraphCapturing | F::RequiresDeterministic | F::FusedResidual => {
+                FieldKind::Bool
+            }
             F::DropoutP => FieldKind::Float,
             F::ComputeCapability => FieldKind::ComputeCapability,
             _ => FieldKind::Int,
@@ -534,6 +547,7 @@ mod tests {
             SelectionContext { layer_index: Some(0), ..base },
             SelectionContext { window_size: Some(0), ..base },
             SelectionContext { compute_capability: Some(ComputeCapability::new(9, 0)), ..base },
+            SelectionContext { fused_residual: Some(false), ..base },
             base,
         ];
         for (i, a) in variants.iter().enumerate() {
@@ -611,6 +625,7 @@ mod tests {
             .layer_index(7)
             .window_size(9)
             .compute_capability(ComputeCapability::new(9, 0))
+            .fused_residual(true)
             .build()
             .unwrap();
         assert!(ContextField::ALL.into_iter().all(|field| ctx.get(field).is_some()));
