@@ -201,6 +201,16 @@ mod tests {
     }
 
     #[test]
+    fn every_flag_lands_in_its_own_field() {
+        for field in ContextField::ALL.into_iter().filter(|f| f.kind() == FieldKind::Bool) {
+            let ctx = parse_context(&[&format!("{field}=true")]).unwrap();
+            let set: Vec<_> = ContextField::ALL.into_iter().filter(|f| ctx.get(*f).is_some()).collect();
+            assert_eq!(set, [field]);
+            assert_eq!(ctx.get(field), Some(layerzero::types::FieldValue::Bool(true)));
+        }
+    }
+
+    #[test]
     fn bad_settings_say_what_is_wrong() {
         let error = |settings: &[&str]| parse_context(settings).unwrap_err();
         assert_eq!(error(&["batch_size"]), "`batch_size`: expected FIELD=VALUE");
