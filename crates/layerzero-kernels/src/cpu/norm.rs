@@ -132,6 +132,8 @@ fn run<T: CpuFloat>(args: &mut NormArgs<'_>, kind: Kind) -> KernelResult {
                 },
             );
         }
+        // add_then_norm (layer_norm refused a residual above): every sum first, then the
+        // norm of the sums as stored.
         (Some(residual), _) => {
             let (stream, sums) = (residual.input.as_slice::<T>()?, residual.output.as_mut_slice::<T>()?);
             let rows = input.par_chunks(hidden).zip(stream.par_chunks(hidden)).zip(sums.par_chunks_mut(hidden));
