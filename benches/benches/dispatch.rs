@@ -62,6 +62,7 @@ fn measure(threads: usize, call: Call) -> (f64, f64) {
                     bias: None,
                     output,
                     eps: 1e-6,
+                    residual: None,
                 });
                 for _ in 0..SAMPLES / 10 {
                     call(&mut args); // warm up: caches, tables, thread shards
@@ -222,7 +223,14 @@ fn bench_context() -> SelectionContext {
     let weight = Tensor::zeros(&[4], DType::F32).expect("a small tensor");
     let mut out = [0f32; 8];
     let output = TensorViewMut::from_slice(&mut out, &[2, 4]).expect("8 elements");
-    let args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6 });
+    let args = OpArgs::Norm(NormArgs {
+        input: input.view(),
+        weight: weight.view(),
+        bias: None,
+        output,
+        eps: 1e-6,
+        residual: None,
+    });
     args.context().expect("a context")
 }
 

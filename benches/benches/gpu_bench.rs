@@ -268,6 +268,7 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         bias: None,
         output: y_dispatch.view_mut(),
         eps: 1e-6,
+        residual: None,
     });
     let chosen = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch").kernel_id;
     let context = args.context().expect("a context");
@@ -278,6 +279,7 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         bias: None,
         output: y_untimed.view_mut(),
         eps: 1e-6,
+        residual: None,
     });
     let mut prepared_args = OpArgs::Norm(NormArgs {
         input: x.view(),
@@ -285,6 +287,7 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         bias: None,
         output: y_prepared.view_mut(),
         eps: 1e-6,
+        residual: None,
     });
 
     let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };

@@ -20,7 +20,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use half::bf16;
 use layerzero::types::{
-    AttentionArgs, KernelResult, Layout, MatmulArgs, NormArgs, RopeArgs, RopeStyle, SwigluArgs, SwigluInput,
+    AttentionArgs, KernelResult, Layout, MatmulArgs, NormArgs, Residual, RopeArgs, RopeStyle, SwigluArgs, SwigluInput,
     TensorView, TensorViewMut,
 };
 use layerzero_kernels as kernels;
@@ -141,6 +141,7 @@ fn norms(c: &mut Criterion) {
                         bias: layer.then(|| TensorView::from_slice(&bb, &[hidden]).unwrap()),
                         output: TensorViewMut::from_slice(&mut out, &[rows, hidden]).unwrap(),
                         eps: 1e-5,
+                        residual: None,
                     }))
                 });
             } else {
@@ -152,6 +153,7 @@ fn norms(c: &mut Criterion) {
                         bias: layer.then(|| TensorView::from_slice(&b, &[hidden]).unwrap()),
                         output: TensorViewMut::from_slice(&mut out, &[rows, hidden]).unwrap(),
                         eps: 1e-5,
+                        residual: None,
                     }))
                 });
             }
@@ -176,6 +178,38 @@ fn norms(c: &mut Criterion) {
             g.finish();
         }
     }
+}
+
+/// The residual add and rms_norm of a decoder layer, bf16: fused in one pass
+/// (`cpu.rms_norm` with a residual) next to the two-pass `cpu.rms_norm.add_then_norm`,
+/// the choice a rule can make. Bytes: x and the residual read, the sum and the output
+/// written (the two-pass kernel also reads the sum back, which is what fusing saves).
+fn residual_norms(c: &mut Criterion) {
+    let (rows, hidden) = (4096, 4096);
+    let (x, r, w) =
+        (to_bf16(&values(rows * hidden, 1)), to_bf16(&values(rows * hidden, 4)), to_bf16(&values(hidden, 2)));
+    let (mut sum, mut out) = (vec![bf16::ZERO; rows * hidden], vec![bf16::ZERO; rows * hidden]);
+    let row = format!("add + rms_norm {rows}x{hidden} bf16");
+    let bytes = 2.0 * (4 * rows * hidden + hidden) as f64;
+    let mut g = group(c, &row, ">= 25 GB/s", false);
+    for (contender, two_pass) in [("layerzero fused", false), ("layerzero add_then_norm", true)] {
+        let kernel = if two_pass { kernels::rms_norm_add_then_norm } else { kernels::rms_norm };
+        measure(&mut g, &row, contender, Work::Bytes(bytes), || {
+            ok(kernel(&mut NormArgs {
+                input: TensorView::from_slice(&x, &[rows, hidden]).unwrap(),
+                weight: TensorView::from_slice(&w, &[hidden]).unwrap(),
+                bias: None,
+                output: TensorViewMut::from_slice(&mut out, &[rows, hidden]).unwrap(),
+                eps: 1e-5,
+                residual: Some(Residual {
+                    input: TensorView::from_slice(&r, &[rows, hidden]).unwrap(),
+                    output: TensorViewMut::from_slice(&mut sum, &[rows, hidden]).unwrap(),
+                }),
+            }))
+        });
+    }
+    memcpy(&mut g, &row, bytes);
+    g.finish();
 }
 
 fn rope(c: &mut Criterion) {
@@ -515,6 +549,7 @@ fn report() {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     norms(&mut c);
+    residual_norms(&mut c);
     rope(&mut c);
     swiglu(&mut c);
     matmul(&mut c);

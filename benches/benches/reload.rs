@@ -120,8 +120,14 @@ fn bench_dispatch_hit(c: &mut Criterion) {
     for (name, dispatcher) in [("config", &plain as &dyn Dispatcher), ("hot_reload", &hot as &dyn Dispatcher)] {
         group.bench_function(name, |b| {
             let output = TensorViewMut::from_slice(&mut out, &[1, 8]).unwrap();
-            let mut args =
-                OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6 });
+            let mut args = OpArgs::Norm(NormArgs {
+                input: input.view(),
+                weight: weight.view(),
+                bias: None,
+                output,
+                eps: 1e-6,
+                residual: None,
+            });
             b.iter(|| black_box(dispatcher.dispatch(rms, &mut args, Some(&context)).unwrap()))
         });
     }

@@ -135,6 +135,7 @@ fn norm_args<'a>(input: &'a Tensor, weight: &'a Tensor, out: &'a mut [f32; 8]) -
         bias: None,
         output: TensorViewMut::from_slice(out, &[2, 4]).expect("8 elements for [2, 4]"),
         eps: 1e-6,
+        residual: None,
     }
 }
 

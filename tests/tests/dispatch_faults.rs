@@ -115,8 +115,14 @@ fn dispatch_checked(
     let weight_t = Tensor::from_vec(weight.clone(), &[HIDDEN]).unwrap();
     let mut out = vec![f32::NAN; 2 * HIDDEN];
     let output = TensorViewMut::from_slice(&mut out, &[2, HIDDEN]).unwrap();
-    let mut args =
-        OpArgs::Norm(NormArgs { input: input.view(), weight: weight_t.view(), bias: None, output, eps: 1e-6 });
+    let mut args = OpArgs::Norm(NormArgs {
+        input: input.view(),
+        weight: weight_t.view(),
+        bias: None,
+        output,
+        eps: 1e-6,
+        residual: None,
+    });
     let result = dispatcher.dispatch(RMS, &mut args, None);
     if result.is_ok() {
         for (i, got) in out.iter().enumerate() {

@@ -19,6 +19,7 @@ fn the_first_dispatch_makes_a_default_dispatcher_with_the_cpu_kernels() {
         bias: None,
         output: out.view_mut(),
         eps: 1e-6,
+        residual: None,
     });
     let result = dispatch(OperationType::NormRms, &mut args, None).unwrap();
     assert!(!result.was_fallback);

@@ -22,8 +22,14 @@ fn run(dispatcher: &dyn Dispatcher, context: Option<&SelectionContext>) -> (Stri
     let x = Tensor::from_f32(&[1.0; 8], &[2, 4], DType::F32).expect("x");
     let w = Tensor::from_f32(&[1.0; 4], &[4], DType::F32).expect("w");
     let mut y = Tensor::zeros(&[2, 4], DType::F32).expect("y");
-    let mut args =
-        OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+    let mut args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: y.view_mut(),
+        eps: 1e-6,
+        residual: None,
+    });
     let result = dispatcher.dispatch(RMS, &mut args, context).expect("a dispatch");
     (result.kernel_id.as_str().to_owned(), y.to_f32_vec().expect("f32")[0])
 }
@@ -131,8 +137,14 @@ fn run_batch(dispatcher: &dyn Dispatcher, batch: usize, context: Option<&Selecti
     let x = Tensor::zeros(&[batch, 4], DType::F32).expect("x");
     let w = Tensor::zeros(&[4], DType::F32).expect("w");
     let mut y = Tensor::zeros(&[batch, 4], DType::F32).expect("y");
-    let mut args =
-        OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+    let mut args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: y.view_mut(),
+        eps: 1e-6,
+        residual: None,
+    });
     dispatcher.dispatch(RMS, &mut args, context).expect("a dispatch").kernel_id.as_str().to_owned()
 }
 
@@ -188,6 +200,7 @@ fn a_kernel_may_dispatch_again_on_its_thread() {
             bias: None,
             output: args.output.reborrow(),
             eps: args.eps,
+            residual: None,
         });
         let result = inner.dispatch(RMS, &mut again, None).map_err(|e| KernelError::Unsupported(e.to_string()))?;
         assert_eq!(result.kernel_id.as_str(), "memo_inner");

@@ -89,6 +89,7 @@ fn normalise_with(call: impl FnOnce(&mut OpArgs<'_>) -> Result<DispatchResult<()
         bias: None,
         output: out.view_mut(),
         eps: 1e-6,
+        residual: None,
     });
     let result = call(&mut args);
     (result, out.as_slice::<f32>().unwrap()[0])

@@ -37,6 +37,7 @@ impl Buffers {
             bias: None,
             output: self.y.view_mut(),
             eps: 1e-6,
+            residual: None,
         })
     }
 

@@ -77,6 +77,7 @@ fn normalise(dispatcher: &dyn Dispatcher) -> (Result<DispatchResult<()>, Dispatc
         bias: None,
         output: out.view_mut(),
         eps: 1e-6,
+        residual: None,
     });
     let result = dispatcher.dispatch(RMS, &mut args, None);
     (result, out.as_slice::<f32>().unwrap()[0])

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use layerzero::dispatch::{DispatchConfig, DispatchMode, Dispatcher, DynamicDispatcher, create_dynamic_dispatcher};
 use layerzero::registry::{BackendRegistry, KernelRegistry};
 use layerzero::types::{
-    DType, Device, KernelError, KernelId, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle,
-    SwigluArgs, SwigluInput, Tensor, TensorView, TensorViewMut, TypesError,
+    DType, Device, KernelError, KernelId, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, Residual, RopeArgs,
+    RopeStyle, SwigluArgs, SwigluInput, Tensor, TensorView, TensorViewMut, TypesError,
 };
 use layerzero_kernels::cuda::{self, CudaDevice};
 
@@ -148,6 +148,7 @@ fn every_cuda_kernel_through_the_dispatcher_matches_the_cpu_kernel() {
                             bias: None,
                             output,
                             eps: 1e-6,
+                            residual: None,
                         })
                     }),
                 ),
@@ -163,6 +164,7 @@ fn every_cuda_kernel_through_the_dispatcher_matches_the_cpu_kernel() {
                             bias: Some(t[2].view()),
                             output,
                             eps: 1e-5,
+                            residual: None,
                         })
                     }),
                 ),
@@ -230,6 +232,53 @@ fn every_cuda_kernel_through_the_dispatcher_matches_the_cpu_kernel() {
 }
 
 #[test]
+fn every_cuda_rms_norm_takes_a_residual_through_the_dispatcher_as_the_cpu_kernel_does() {
+    let Some(devices) = gpus() else { return };
+    let gpu = &devices[0];
+    let mut checked = Vec::new();
+    for id in ["cuda.rms_norm.block", "cuda.rms_norm.warp", "cuda.rms_norm.scalar"] {
+        let dispatcher = dispatcher(&devices, |kept| kept == id);
+        for dtype in [DType::BF16, DType::F16, DType::F32] {
+            // An odd row count; hidden 256 fits every variant's limits.
+            let (rows, hidden) = (5, 256);
+            let host =
+                [tensor(&[rows, hidden], dtype, 11), tensor(&[rows, hidden], dtype, 12), tensor(&[hidden], dtype, 13)];
+            let device: Vec<Tensor> = host.iter().map(|t| t.to_cuda(gpu.stream()).unwrap()).collect();
+            let poisoned = || Tensor::from_f32(&vec![f32::NAN; rows * hidden], &[rows, hidden], dtype).unwrap();
+            let mut results = Vec::new();
+            for (t, on_device) in [(&host[..], false), (&device[..], true)] {
+                let (mut y, mut sum) = if on_device {
+                    (poisoned().to_cuda(gpu.stream()).unwrap(), poisoned().to_cuda(gpu.stream()).unwrap())
+                } else {
+                    (poisoned(), poisoned())
+                };
+                let mut args = OpArgs::Norm(NormArgs {
+                    input: t[0].view(),
+                    weight: t[2].view(),
+                    bias: None,
+                    output: y.view_mut(),
+                    eps: 1e-6,
+                    residual: Some(Residual { input: t[1].view(), output: sum.view_mut() }),
+                });
+                assert_eq!(args.context().unwrap().fused_residual, Some(true));
+                let ran = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("add + rms_norm");
+                gpu.synchronize().unwrap();
+                let host_values = |t: &Tensor| t.to_host().unwrap().to_f32_vec().unwrap();
+                results.push((ran.kernel_id, host_values(&y), host_values(&sum)));
+            }
+            let (cpu, gpu_run) = (&results[0], &results[1]);
+            assert_eq!(cpu.0.as_str(), "cpu.rms_norm", "host views with a residual");
+            assert_eq!(gpu_run.0.as_str(), id, "selection chose another kernel for device views");
+            let (output_error, sum_error) = (relative_error(&gpu_run.1, &cpu.1), relative_error(&gpu_run.2, &cpu.2));
+            assert!(output_error <= tolerance(dtype), "{id} {dtype}: output relative error {output_error:e}");
+            assert!(sum_error <= tolerance(dtype), "{id} {dtype}: residual.output relative error {sum_error:e}");
+            checked.push(format!("{id} + residual {dtype}: {output_error:.1e} (sum {sum_error:.1e})"));
+        }
+    }
+    println!("{}", checked.join("\n"));
+}
+
+#[test]
 fn matmul_takes_a_row_major_right_operand_too() {
     let Some(devices) = gpus() else { return };
     let dispatcher = dispatcher(&devices, |id| id == "cuda.matmul.cublas");
@@ -265,8 +314,14 @@ fn device_views_refuse_host_access_and_cpu_kernels_refuse_device_tensors() {
     assert!(TensorView::from_cuda_strided(x.cuda_bytes().unwrap(), &[64, 3], &[1, 64], DType::F32).is_err());
 
     // The CPU kernel, called directly with device views: a typed error naming the device.
-    let mut args =
-        OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+    let mut args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: y.view_mut(),
+        eps: 1e-6,
+        residual: None,
+    });
     let refused = layerzero_kernels::cpu_kernels()
         .unwrap()
         .into_iter()
@@ -297,8 +352,14 @@ fn a_tensor_on_the_wrong_device_is_refused_never_copied() {
     let (_, block) = kernels.iter().find(|(spec, _)| spec.id.as_str() == "cuda.rms_norm.block").unwrap();
 
     // The weight left on the host.
-    let mut args =
-        OpArgs::Norm(NormArgs { input: x.view(), weight: host_w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+    let mut args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: host_w.view(),
+        bias: None,
+        output: y.view_mut(),
+        eps: 1e-6,
+        residual: None,
+    });
     let refused = block.call(&mut args).unwrap_err();
     assert!(matches!(&refused, KernelError::InvalidArgument(m) if m.contains("weight")), "{refused}");
 
@@ -306,15 +367,27 @@ fn a_tensor_on_the_wrong_device_is_refused_never_copied() {
     let orphans = cuda::cuda_kernels(Arc::from(Vec::new())).unwrap();
     let (_, orphan) = orphans.iter().find(|(spec, _)| spec.id.as_str() == "cuda.rms_norm.block").unwrap();
     let w = host_w.to_cuda(gpu.stream()).unwrap();
-    let mut args =
-        OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+    let mut args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: y.view_mut(),
+        eps: 1e-6,
+        residual: None,
+    });
     assert!(matches!(orphan.call(&mut args), Err(KernelError::Backend { backend: "cuda", .. })));
 
     // A second GPU, where there is one: its weight with the first GPU's input.
     if let Some(other) = devices.get(1) {
         let w1 = host_w.to_cuda(other.stream()).unwrap();
-        let mut args =
-            OpArgs::Norm(NormArgs { input: x.view(), weight: w1.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
+        let mut args = OpArgs::Norm(NormArgs {
+            input: x.view(),
+            weight: w1.view(),
+            bias: None,
+            output: y.view_mut(),
+            eps: 1e-6,
+            residual: None,
+        });
         let refused = block.call(&mut args).unwrap_err();
         assert!(refused.to_string().contains(&other.device().to_string()), "{refused}");
     } else {

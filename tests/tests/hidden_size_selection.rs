@@ -65,6 +65,7 @@ impl Rows {
             bias: None,
             output: self.y.view_mut(),
             eps: 1e-6,
+            residual: None,
         })
     }
 

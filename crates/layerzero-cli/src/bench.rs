@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use layerzero::config::DispatchMode;
 use layerzero::registry::get_global_kernel_registry;
 use layerzero::types::{
-    AttentionArgs, KernelImpl, KernelSpec, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle,
-    SwigluArgs, SwigluInput, TensorView, TensorViewMut,
+    AttentionArgs, KernelImpl, KernelSpec, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, Residual, RopeArgs,
+    RopeStyle, SwigluArgs, SwigluInput, TensorView, TensorViewMut,
 };
 
 use crate::dispatcher::{DispatchOptions, build_dispatcher};
@@ -49,6 +49,9 @@ fn values(n: usize) -> Vec<f32> {
 /// The buffers every kernel benchmark reads, at `run`'s default sizes.
 struct Buffers {
     x: Vec<f32>,
+    /// The residual stream an rms_norm with a residual adds `x` to, and where the sum goes.
+    stream: Vec<f32>,
+    sum: Vec<f32>,
     weight: Vec<f32>,
     bias: Vec<f32>,
     out: Vec<f32>,
@@ -73,6 +76,8 @@ impl Buffers {
     fn new() -> Buffers {
         Buffers {
             x: values(SEQ * HIDDEN),
+            stream: values(SEQ * HIDDEN).into_iter().rev().collect(),
+            sum: vec![0.0; SEQ * HIDDEN],
             weight: values(HIDDEN),
             bias: values(HIDDEN),
             out: vec![0.0; SEQ * INTER.max(HIDDEN)],
@@ -88,25 +93,35 @@ impl Buffers {
     }
 }
 
-/// One kernel benchmark: a label for the shape, and the call.
-fn kernel_cases(spec: &KernelSpec) -> Vec<(&'static str, OperationType)> {
+/// One kernel benchmark: a label for the shape, the operation, and whether an rms_norm
+/// call adds a residual first (a second row for the kernels that take one).
+fn kernel_cases(spec: &KernelSpec) -> Vec<(&'static str, OperationType, bool)> {
     let first = spec.operations.iter().find_map(|op| op.known());
     match first {
         Some(op) if layerzero::types::ArgsKind::of(op) == layerzero::types::ArgsKind::Attention => vec![
-            ("prefill q[1,128,8,64] kv[1,128,2,64]", OperationType::AttentionCausal),
-            ("decode q[1,1,8,64] kv[1,128,2,64]", OperationType::AttentionDecode),
+            ("prefill q[1,128,8,64] kv[1,128,2,64]", OperationType::AttentionCausal, false),
+            ("decode q[1,1,8,64] kv[1,128,2,64]", OperationType::AttentionDecode, false),
         ],
-        Some(OperationType::NormRms) => vec![("[128,512]", OperationType::NormRms)],
-        Some(OperationType::NormLayer) => vec![("[128,512]", OperationType::NormLayer)],
-        Some(OperationType::Rope) => vec![("q[1,128,8,64]", OperationType::Rope)],
-        Some(OperationType::Swiglu) => vec![("[128,1408]", OperationType::Swiglu)],
-        Some(OperationType::Matmul) => vec![("[128,512]x[512,512]", OperationType::Matmul)],
+        Some(OperationType::NormRms) if spec.constraints.residual => {
+            vec![("[128,512]", OperationType::NormRms, false), ("[128,512] + residual", OperationType::NormRms, true)]
+        }
+        Some(OperationType::NormRms) => vec![("[128,512]", OperationType::NormRms, false)],
+        Some(OperationType::NormLayer) => vec![("[128,512]", OperationType::NormLayer, false)],
+        Some(OperationType::Rope) => vec![("q[1,128,8,64]", OperationType::Rope, false)],
+        Some(OperationType::Swiglu) => vec![("[128,1408]", OperationType::Swiglu, false)],
+        Some(OperationType::Matmul) => vec![("[128,512]x[512,512]", OperationType::Matmul, false)],
         _ => Vec::new(),
     }
 }
 
-/// Calls `kernel` once on `buffers` for `operation`'s case; false if it failed.
-fn call_kernel(kernel: &KernelImpl, operation: OperationType, b: &mut Buffers) -> Result<bool, CliError> {
+/// Calls `kernel` once on `buffers` for `operation`'s case (with a residual when
+/// `residual`); false if it failed.
+fn call_kernel(
+    kernel: &KernelImpl,
+    operation: OperationType,
+    residual: bool,
+    b: &mut Buffers,
+) -> Result<bool, CliError> {
     let e = |e: layerzero::types::TypesError| CliError::usage(format!("bench buffers: {e}"));
     let mut args = match operation {
         OperationType::AttentionCausal | OperationType::AttentionDecode => {
@@ -133,6 +148,13 @@ fn call_kernel(kernel: &KernelImpl, operation: OperationType, b: &mut Buffers) -
                 .map_err(e)?,
             output: TensorViewMut::from_slice(&mut b.out[..SEQ * HIDDEN], &[SEQ, HIDDEN]).map_err(e)?,
             eps: 1e-6,
+            residual: match residual {
+                true => Some(Residual {
+                    input: TensorView::from_slice(&b.stream, &[SEQ, HIDDEN]).map_err(e)?,
+                    output: TensorViewMut::from_slice(&mut b.sum, &[SEQ, HIDDEN]).map_err(e)?,
+                }),
+                false => None,
+            },
         }),
         OperationType::Rope => OpArgs::Rope(RopeArgs {
             x: TensorViewMut::from_slice(&mut b.q, &[1, SEQ, HEADS, HEAD_DIM]).map_err(e)?,
@@ -176,9 +198,9 @@ pub(crate) fn bench(config: Option<PathBuf>, time_ms: u64, json: bool) -> Result
     if config.is_some() {
         modes.push(DispatchMode::Config);
     }
-    let cases: Vec<(_, &str, OperationType)> = specs
+    let cases: Vec<(_, &str, OperationType, bool)> = specs
         .iter()
-        .flat_map(|spec| kernel_cases(spec).into_iter().map(move |(label, op)| (spec, label, op)))
+        .flat_map(|spec| kernel_cases(spec).into_iter().map(move |(label, op, residual)| (spec, label, op, residual)))
         .collect();
     let bar = ProgressBar::new((modes.len() + 1 + cases.len()) as u64);
     if !std::io::stderr().is_terminal() || json || (modes.len() + 1 + cases.len()) as u64 * time_ms < 1000 {
@@ -207,7 +229,7 @@ pub(crate) fn bench(config: Option<PathBuf>, time_ms: u64, json: bool) -> Result
             ) else {
                 return false;
             };
-            f(&mut OpArgs::Norm(NormArgs { input, weight, bias: None, output, eps: 1e-6 }))
+            f(&mut OpArgs::Norm(NormArgs { input, weight, bias: None, output, eps: 1e-6, residual: None }))
         })
     };
     bar.set_message("direct call");
@@ -227,12 +249,12 @@ pub(crate) fn bench(config: Option<PathBuf>, time_ms: u64, json: bool) -> Result
 
     let mut buffers = Buffers::new();
     let mut kernels = Vec::new();
-    for (spec, label, operation) in &cases {
+    for (spec, label, operation, residual) in &cases {
         bar.set_message(spec.id.to_string());
         let time = match snapshot.implementation(spec.id) {
             Some(code) => {
                 let mut failed = None;
-                let time = measure(budget, || match call_kernel(code, *operation, &mut buffers) {
+                let time = measure(budget, || match call_kernel(code, *operation, *residual, &mut buffers) {
                     Ok(ok) => ok,
                     Err(e) => {
                         failed = Some(e);

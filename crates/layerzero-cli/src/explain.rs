@@ -97,6 +97,7 @@ fn set_field(ctx: &mut SelectionContext, field: ContextField, value: &str) -> Re
                 F::IsCausal => ctx.is_causal = v,
                 F::EnableGqa => ctx.enable_gqa = v,
                 F::IsCudaGraphCapturing => ctx.is_cuda_graph_capturing = v,
+                F::FusedResidual => ctx.fused_residual = v,
                 _ => ctx.requires_deterministic = v,
             }
         }
@@ -198,6 +199,16 @@ mod tests {
         assert_eq!(ctx.is_causal, Some(true));
         assert_eq!(ctx.dropout_p, Some(0.1));
         assert_eq!(ctx.compute_capability, Some(ComputeCapability::new(9, 0)));
+    }
+
+    #[test]
+    fn every_flag_lands_in_its_own_field() {
+        for field in ContextField::ALL.into_iter().filter(|f| f.kind() == FieldKind::Bool) {
+            let ctx = parse_context(&[&format!("{field}=true")]).unwrap();
+            let set: Vec<_> = ContextField::ALL.into_iter().filter(|f| ctx.get(*f).is_some()).collect();
+            assert_eq!(set, [field]);
+            assert_eq!(ctx.get(field), Some(layerzero::types::FieldValue::Bool(true)));
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@ fn constraints(spec: &KernelSpec) -> String {
         (c.dropout, "dropout"),
         (c.deterministic, "deterministic"),
         (c.cuda_graph_safe, "cuda graph safe"),
+        (c.residual, "fused residual add"),
     ] {
         if flag {
             parts.push(name.to_owned());

@@ -245,11 +245,11 @@ fn kernels_lists_the_cpu_kernels_and_their_constraints() {
             )
             .unwrap(),
         )
-        .stdout(predicate::str::contains("8 kernels"));
+        .stdout(predicate::str::contains("9 kernels"));
     let output = layerzero().args(["kernels", "--json"]).assert().success().get_output().stdout.clone();
     let report: serde_json::Value = serde_json::from_slice(&output).unwrap();
     let kernels = report["kernels"].as_array().unwrap();
-    assert_eq!(kernels.len(), 8);
+    assert_eq!(kernels.len(), 9);
     assert!(kernels.iter().all(|k| k["available"] == true && k["has_implementation"] == true));
 }
 
@@ -346,14 +346,17 @@ fn bench_measures_every_mode_and_kernel() {
     let modes: Vec<&str> = report["dispatch"].as_array().unwrap().iter().map(|m| m["mode"].as_str().unwrap()).collect();
     assert_eq!(modes, ["static", "dynamic", "config"]);
     let kernels = report["kernels"].as_array().unwrap();
-    // Two shapes for each of the three attention kernels, one for each of the five others.
-    assert_eq!(kernels.len(), 11);
+    // Two shapes for each of the three attention kernels and for the two rms_norm kernels
+    // (without and with a residual), one for each of the four others.
+    assert_eq!(kernels.len(), 14);
     let split_kv_prefill = kernels
         .iter()
         .find(|k| k["kernel"] == "cpu.attention.split_kv" && k["operation"] == "attention.causal")
         .unwrap();
     assert_eq!(split_kv_prefill["per_call_ns"], serde_json::Value::Null, "split-KV takes at most 64 query rows");
-    assert!(kernels.iter().filter(|k| k["per_call_ns"].is_u64()).count() == 10);
+    assert!(kernels.iter().filter(|k| k["per_call_ns"].is_u64()).count() == 13);
+    let residual_rows = kernels.iter().filter(|k| k["shape"] == "[128,512] + residual" && k["per_call_ns"].is_u64());
+    assert_eq!(residual_rows.count(), 2, "cpu.rms_norm and cpu.rms_norm.add_then_norm with a residual");
 
     layerzero()
         .args(["bench", "--time-ms", "1"])

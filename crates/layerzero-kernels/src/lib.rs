@@ -33,6 +33,7 @@
 //!     bias: None,
 //!     output: TensorViewMut::from_slice(&mut out, &[2, 2])?,
 //!     eps: 0.0,
+//!     residual: None,
 //! };
 //! rms_norm(&mut args)?;
 //! // Row [1, 2]: rms = sqrt(2.5).
@@ -62,5 +63,5 @@ pub mod cuda;
 
 pub use cpu::{
     attention_naive, attention_split_kv, attention_tiled, cpu_kernel_specs, cpu_kernels, layer_norm, matmul,
-    register_cpu_kernels, rms_norm, rope, swiglu,
+    register_cpu_kernels, rms_norm, rms_norm_add_then_norm, rope, swiglu,
 };

@@ -7,11 +7,12 @@ mod common;
 use common::reference::{self, Problem};
 use common::{DTYPES, assert_close, poisoned, random, rng, tensor};
 use layerzero_kernels::{
-    attention_naive, attention_split_kv, attention_tiled, layer_norm, matmul, rms_norm, rope, swiglu,
+    attention_naive, attention_split_kv, attention_tiled, layer_norm, matmul, rms_norm, rms_norm_add_then_norm, rope,
+    swiglu,
 };
 use layerzero_types::{
-    AttentionArgs, DType, KernelResult, Layout, MatmulArgs, NormArgs, RopeArgs, RopeStyle, SwigluArgs, SwigluInput,
-    Tensor, TensorView,
+    AttentionArgs, DType, KernelResult, Layout, MatmulArgs, NormArgs, Residual, RopeArgs, RopeStyle, SwigluArgs,
+    SwigluInput, Tensor, TensorView,
 };
 
 #[test]
@@ -30,6 +31,7 @@ fn norms_match_the_reference() {
                     bias: with_bias.then(|| b.view()),
                     output: out.view_mut(),
                     eps: 1e-5,
+                    residual: None,
                 })
                 .unwrap();
                 let want = reference::layer_norm(&xr, &wr, with_bias.then_some(&br[..]), hidden, 1e-5);
@@ -42,10 +44,82 @@ fn norms_match_the_reference() {
                 bias: None,
                 output: out.view_mut(),
                 eps: 1e-6,
+                residual: None,
             })
             .unwrap();
             assert_close(&format!("rms_norm {rows}x{hidden}"), &out, &reference::rms_norm(&xr, &wr, hidden, 1e-6));
         }
+    }
+}
+
+type NormKernel = fn(&mut NormArgs<'_>) -> KernelResult;
+
+#[test]
+fn rms_norm_with_a_residual_matches_the_reference_fused_and_unfused() {
+    let mut rng = rng(11);
+    for &(rows, hidden) in &[(1, 1), (3, 7), (5, 33), (17, 100), (2, 4096), (3, 4097)] {
+        for dtype in DTYPES {
+            let (x, xr) = tensor(&random(&mut rng, rows * hidden), &[rows, hidden], dtype);
+            let (r, rr) = tensor(&random(&mut rng, rows * hidden), &[rows, hidden], dtype);
+            let (w, wr) = tensor(&random(&mut rng, hidden), &[hidden], dtype);
+            let sum: Vec<f64> = xr.iter().zip(&rr).map(|(a, b)| a + b).collect();
+            let want = reference::rms_norm(&sum, &wr, hidden, 1e-6);
+            let mut outputs = Vec::new();
+            let kernels: [(&str, NormKernel); 2] = [("fused", rms_norm), ("add_then_norm", rms_norm_add_then_norm)];
+            for (name, kernel) in kernels {
+                let (mut out, mut stream) = (poisoned(&[rows, hidden], dtype), poisoned(&[rows, hidden], dtype));
+                kernel(&mut NormArgs {
+                    input: x.view(),
+                    weight: w.view(),
+                    bias: None,
+                    output: out.view_mut(),
+                    eps: 1e-6,
+                    residual: Some(Residual { input: r.view(), output: stream.view_mut() }),
+                })
+                .unwrap();
+                let what = format!("{name} add + rms_norm {rows}x{hidden}");
+                assert_close(&format!("{what}: residual.output"), &stream, &sum);
+                assert_close(&format!("{what}: output"), &out, &want);
+                // The sum is stored rounded to the dtype, and that stored sum is what is
+                // normalised: a plain rms_norm of residual.output gives the same bits.
+                let mut again = poisoned(&[rows, hidden], dtype);
+                rms_norm(&mut NormArgs {
+                    input: stream.view(),
+                    weight: w.view(),
+                    bias: None,
+                    output: again.view_mut(),
+                    eps: 1e-6,
+                    residual: None,
+                })
+                .unwrap();
+                assert_eq!(out.to_f32_vec().unwrap(), again.to_f32_vec().unwrap(), "{what} {dtype}");
+                outputs.push((out.to_f32_vec().unwrap(), stream.to_f32_vec().unwrap()));
+            }
+            assert_eq!(outputs[0], outputs[1], "fused and unfused differ at {rows}x{hidden} {dtype}");
+        }
+    }
+}
+
+#[test]
+fn the_stored_residual_sum_is_rounded_to_the_dtype() {
+    // 1 + 2⁻⁹ is not a bfloat16 (8 bits of mantissa): the sum 1 + 2⁻⁹ is stored as 1, and
+    // the row normalised is [1, 1], so the output is exactly the weight.
+    let x = Tensor::from_f32(&[1.0, 1.0], &[1, 2], DType::BF16).unwrap();
+    let r = Tensor::from_f32(&[0.0, 1.0 / 512.0], &[1, 2], DType::BF16).unwrap();
+    let w = Tensor::from_f32(&[1.0, 2.0], &[2], DType::BF16).unwrap();
+    for kernel in [rms_norm, rms_norm_add_then_norm] {
+        let (mut out, mut stream) = (poisoned(&[1, 2], DType::BF16), poisoned(&[1, 2], DType::BF16));
+        kernel(&mut NormArgs {
+            input: x.view(),
+            weight: w.view(),
+            bias: None,
+            output: out.view_mut(),
+            eps: 0.0,
+            residual: Some(Residual { input: r.view(), output: stream.view_mut() }),
+        })
+        .unwrap();
+        assert_eq!(stream.to_f32_vec().unwrap(), [1.0, 1.0]);
+        assert_eq!(out.to_f32_vec().unwrap(), [1.0, 2.0]);
     }
 }
 
@@ -54,8 +128,15 @@ fn rms_norm_of_a_higher_rank_input_normalises_the_last_dimension() {
     let x = Tensor::from_f32(&[3.0, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], &[2, 2, 2], DType::F32).unwrap();
     let w = Tensor::from_f32(&[1.0, 2.0], &[2], DType::F32).unwrap();
     let mut out = poisoned(&[2, 2, 2], DType::F32);
-    rms_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 0.0 })
-        .unwrap();
+    rms_norm(&mut NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: out.view_mut(),
+        eps: 0.0,
+        residual: None,
+    })
+    .unwrap();
     let got = out.to_f32_vec().unwrap();
     let r = (12.5f32).sqrt();
     assert_eq!(&got[..2], &[3.0 / r, 8.0 / r]);

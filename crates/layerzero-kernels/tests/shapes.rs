@@ -8,11 +8,12 @@ mod common;
 use common::reference::{self, Problem};
 use common::{error_against_magnitude, poisoned, random, relative_error, rng, tensor};
 use layerzero_kernels::{
-    attention_naive, attention_split_kv, attention_tiled, layer_norm, matmul, rms_norm, rope, swiglu,
+    attention_naive, attention_split_kv, attention_tiled, layer_norm, matmul, rms_norm, rms_norm_add_then_norm, rope,
+    swiglu,
 };
 use layerzero_types::{
-    AttentionArgs, DType, KernelError, KernelResult, Layout, MatmulArgs, NormArgs, RopeArgs, RopeStyle, SwigluArgs,
-    SwigluInput, Tensor, TensorView, TensorViewMut,
+    AttentionArgs, DType, KernelError, KernelResult, Layout, MatmulArgs, NormArgs, Residual, RopeArgs, RopeStyle,
+    SwigluArgs, SwigluInput, Tensor, TensorView, TensorViewMut,
 };
 use proptest::prelude::*;
 
@@ -115,19 +116,54 @@ proptest! {
         let (x, xr) = tensor(&random(&mut rng, rows * hidden), &[rows, hidden], DType::F32);
         let (w, wr) = tensor(&random(&mut rng, hidden), &[hidden], DType::F32);
         let mut out = poisoned(&[rows, hidden], DType::F32);
-        rms_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-5 }).unwrap();
+        rms_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual: None }).unwrap();
         let err = relative_error(&out.to_f32_vec().unwrap(), &reference::rms_norm(&xr, &wr, hidden, 1e-5));
         prop_assert!(err <= 1e-5);
 
         let bad_weight = Tensor::zeros(&[hidden + delta], DType::F32).unwrap();
         let mut out = poisoned(&[rows, hidden], DType::F32);
-        let args = NormArgs { input: x.view(), weight: bad_weight.view(), bias: None, output: out.view_mut(), eps: 1e-5 };
+        let args = NormArgs { input: x.view(), weight: bad_weight.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual: None };
         let result = layer_norm(&mut { args });
         prop_assert!(is_typed_error(result));
         let mut bad_out = poisoned(&[rows + delta, hidden], DType::F32);
-        let args = NormArgs { input: x.view(), weight: w.view(), bias: None, output: bad_out.view_mut(), eps: 1e-5 };
+        let args = NormArgs { input: x.view(), weight: w.view(), bias: None, output: bad_out.view_mut(), eps: 1e-5, residual: None };
         let result = rms_norm(&mut { args });
         prop_assert!(is_typed_error(result));
+    }
+
+    #[test]
+    fn residual_norms_valid_and_invalid(rows in 0usize..5, hidden in 1usize..40, delta in 1usize..3, seed in any::<u64>()) {
+        let mut rng = rng(seed);
+        let (x, xr) = tensor(&random(&mut rng, rows * hidden), &[rows, hidden], DType::F32);
+        let (r, rr) = tensor(&random(&mut rng, rows * hidden), &[rows, hidden], DType::F32);
+        let (w, wr) = tensor(&random(&mut rng, hidden), &[hidden], DType::F32);
+        let sum: Vec<f64> = xr.iter().zip(&rr).map(|(a, b)| a + b).collect();
+        let short = Tensor::zeros(&[rows, hidden + delta], DType::F32).unwrap();
+        let half = Tensor::zeros(&[rows, hidden], DType::BF16).unwrap();
+        for kernel in [rms_norm, rms_norm_add_then_norm] {
+            let (mut out, mut stream) = (poisoned(&[rows, hidden], DType::F32), poisoned(&[rows, hidden], DType::F32));
+            let residual = Some(Residual { input: r.view(), output: stream.view_mut() });
+            kernel(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual }).unwrap();
+            prop_assert!(relative_error(&stream.to_f32_vec().unwrap(), &sum) <= 1e-6);
+            let err = relative_error(&out.to_f32_vec().unwrap(), &reference::rms_norm(&sum, &wr, hidden, 1e-5));
+            prop_assert!(err <= 1e-5);
+
+            // A residual of another shape or dtype, or a sum of another shape, is refused.
+            for bad_input in [short.view(), half.view()] {
+                let residual = Some(Residual { input: bad_input, output: stream.view_mut() });
+                let result = kernel(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual });
+                prop_assert!(matches!(result, Err(KernelError::InvalidArgument(_))), "{result:?}");
+            }
+            let mut bad_stream = poisoned(&[rows + delta, hidden], DType::F32);
+            let residual = Some(Residual { input: r.view(), output: bad_stream.view_mut() });
+            let result = kernel(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual });
+            prop_assert!(matches!(result, Err(KernelError::InvalidArgument(_))), "{result:?}");
+        }
+        // layer_norm takes no residual.
+        let (mut out, mut stream) = (poisoned(&[rows, hidden], DType::F32), poisoned(&[rows, hidden], DType::F32));
+        let residual = Some(Residual { input: r.view(), output: stream.view_mut() });
+        let result = layer_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual });
+        prop_assert!(matches!(result, Err(KernelError::InvalidArgument(ref m)) if m.contains("no residual")), "{result:?}");
     }
 
     #[test]
@@ -194,9 +230,15 @@ fn mixed_dtypes_are_invalid_arguments_that_name_both() {
     let x = Tensor::zeros(&[2, 4], DType::F32).unwrap();
     let w = Tensor::zeros(&[4], DType::BF16).unwrap();
     let mut out = Tensor::zeros(&[2, 4], DType::F32).unwrap();
-    let err =
-        rms_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-6 })
-            .unwrap_err();
+    let err = rms_norm(&mut NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: out.view_mut(),
+        eps: 1e-6,
+        residual: None,
+    })
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid argument: cpu.rms_norm: weight must have the dtype of input (float32), it has bfloat16"
@@ -208,8 +250,14 @@ fn unsupported_dtypes_and_strided_outputs_are_refused() {
     let x = Tensor::zeros(&[2, 4], DType::F64).unwrap();
     let w = Tensor::zeros(&[4], DType::F64).unwrap();
     let mut out = Tensor::zeros(&[2, 4], DType::F64).unwrap();
-    let result =
-        rms_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-6 });
+    let result = rms_norm(&mut NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: out.view_mut(),
+        eps: 1e-6,
+        residual: None,
+    });
     assert!(matches!(result, Err(KernelError::Unsupported(ref m)) if m.contains("float64")), "{result:?}");
 
     let a = Tensor::zeros(&[2, 2], DType::F32).unwrap();
@@ -247,10 +295,17 @@ fn bad_flags_are_invalid_arguments() {
         bias: Some(w.view()),
         output: out.view_mut(),
         eps: 1e-6,
+        residual: None,
     });
     assert!(matches!(result, Err(KernelError::InvalidArgument(ref m)) if m.contains("no bias")));
-    let result =
-        layer_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: -1.0 });
+    let result = layer_norm(&mut NormArgs {
+        input: x.view(),
+        weight: w.view(),
+        bias: None,
+        output: out.view_mut(),
+        eps: -1.0,
+        residual: None,
+    });
     assert!(matches!(result, Err(KernelError::InvalidArgument(ref m)) if m.contains("eps")));
 }
 

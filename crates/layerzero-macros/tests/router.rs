@@ -117,6 +117,7 @@ impl NormInputs {
             bias: None,
             output: TensorViewMut::from_slice(out, &[2, 4]).unwrap(),
             eps: 1e-6,
+            residual: None,
         }
     }
 }

@@ -86,7 +86,8 @@ impl ContextKey {
             | flag(ctx.is_cuda_graph_capturing) << 14
             | flag(ctx.requires_deterministic) << 16
             | code(device) << 18
-            | code(capability) << 36;
+            | code(capability) << 36
+            | flag(ctx.fused_residual) << FUSED_RESIDUAL_SHIFT;
         let dropout_bits = ctx.dropout_p.map_or(u32::MAX, f32::to_bits);
         let w7 = u64::from(dropout_bits) | hidden << 32;
         ContextKey { words: [w0, w1, w2, w3, w4, window | (present << 32), small, w7] }
@@ -192,6 +193,10 @@ pub(crate) fn int_slot(field: ContextField) -> Option<u8> {
     })
 }
 
+/// Where `fused_residual` packs in the small fields (bits 54 and 55): past the compute
+/// capability's code, which takes up to 17 bits from 36 (`255.255` is `0x10000`).
+const FUSED_RESIDUAL_SHIFT: u32 = 54;
+
 /// Where [`ContextKey::new`] packs a small field in `small` (shift, width in bits), and
 /// the code it stores for `value` there (never 0: 0 means absent). `None` for fields that
 /// are not packed as small codes or values of the wrong kind. Keep in step with `new`.
@@ -209,6 +214,7 @@ pub(crate) fn small_code(field: ContextField, value: FieldValue) -> Option<(u32,
         (F::EnableGqa, _) => flag(12),
         (F::IsCudaGraphCapturing, _) => flag(14),
         (F::RequiresDeterministic, _) => flag(16),
+        (F::FusedResidual, _) => flag(FUSED_RESIDUAL_SHIFT),
         (F::Device, FieldValue::Device(d)) => {
             let device = match d {
                 Device::Cpu => 0,
@@ -389,6 +395,13 @@ mod tests {
             SelectionContext { dropout_p: Some(0.0), ..base },
             SelectionContext { compute_capability: Some(ComputeCapability::new(0, 0)), ..base },
             SelectionContext { compute_capability: Some(ComputeCapability::new(255, 255)), ..base },
+            SelectionContext {
+                compute_capability: Some(ComputeCapability::new(255, 255)),
+                fused_residual: Some(true),
+                ..base
+            },
+            SelectionContext { fused_residual: Some(false), ..base },
+            SelectionContext { fused_residual: Some(true), ..base },
             base,
         ];
         for (i, a) in variants.iter().enumerate() {

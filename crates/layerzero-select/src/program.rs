@@ -180,7 +180,9 @@ fn any_value(field: layerzero_types::ContextField) -> Option<layerzero_types::Fi
         F::Platform => V::Platform(Platform::Cpu),
         F::Layout => V::Layout(Layout::Bshd),
         F::Device => V::Device(Device::Cpu),
-        F::IsCausal | F::EnableGqa | F::IsCudaGraphCapturing | F::RequiresDeterministic => V::Bool(false),
+        F::IsCausal | F::EnableGqa | F::IsCudaGraphCapturing | F::RequiresDeterministic | F::FusedResidual => {
+            V::Bool(false)
+        }
         _ => return None,
     })
 }
@@ -215,6 +217,7 @@ mod tests {
             ("is_causal", vec![V::Bool(true), V::Bool(false)]),
             ("enable_gqa", vec![V::Bool(true)]),
             ("requires_deterministic", vec![V::Bool(false)]),
+            ("fused_residual", vec![V::Bool(true), V::Bool(false)]),
         ] {
             for value in &values {
                 all.push((key, value.clone()));
@@ -242,6 +245,7 @@ mod tests {
         }
         for dtype in [DType::F16, DType::BF16, DType::F32, DType::I8] {
             all.push(SelectionContext { dtype: Some(dtype), is_causal: Some(true), ..Default::default() });
+            all.push(SelectionContext { dtype: Some(dtype), fused_residual: Some(true), ..Default::default() });
         }
         for device in [Device::Cpu, Device::Cuda(0), Device::Cuda(1), Device::Cuda(200)] {
             all.push(SelectionContext {

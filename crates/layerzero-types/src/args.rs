@@ -59,13 +59,42 @@ impl AttentionArgs<'_> {
     }
 }
 
-/// RMS or layer normalisation over the last dimension.
+/// RMS or layer normalisation over the last dimension, optionally after a residual add.
 ///
 /// `input` and `output` are `[.., hidden]`; `weight` (and `bias`, for layer norm only) are
 /// `[hidden]`. RMS norm: `x / sqrt(mean(x²) + eps) · weight`. Layer norm:
 /// `(x − mean) / sqrt(var + eps) · weight + bias`.
+///
+/// With a [`residual`](Self::residual) (rms_norm only), the call is a decoder layer's
+/// residual add fused with the norm that follows it: `s = input + residual.input`, rounded
+/// to the dtype, is written to `residual.output` (the layer's new residual stream), and
+/// `output = rms_norm(s) · weight` normalises that rounded sum. The context says so
+/// ([`SelectionContext::fused_residual`]), so selection picks only kernels whose spec
+/// claims [`residual`](crate::KernelConstraints::residual); a layer_norm kernel, or one
+/// that does not take a residual, refuses it with [`KernelError::InvalidArgument`].
+///
+/// ```
+/// use layerzero_types::{DType, NormArgs, Residual, Tensor};
+///
+/// // A decoder layer after attention: `hidden` is the layer's input (the residual stream),
+/// // `attention_out` the output projection.
+/// let (hidden, attention_out) = (Tensor::zeros(&[2, 8], DType::BF16)?, Tensor::zeros(&[2, 8], DType::BF16)?);
+/// let weight = Tensor::zeros(&[8], DType::BF16)?;
+/// let (mut normed, mut stream) = (Tensor::zeros(&[2, 8], DType::BF16)?, Tensor::zeros(&[2, 8], DType::BF16)?);
+/// let args = NormArgs {
+///     input: attention_out.view(),
+///     weight: weight.view(),
+///     bias: None,
+///     output: normed.view_mut(),
+///     eps: 1e-6,
+///     residual: Some(Residual { input: hidden.view(), output: stream.view_mut() }),
+/// };
+/// assert_eq!(args.context()?.fused_residual, Some(true));
+/// # Ok::<(), layerzero_types::TypesError>(())
+/// ```
 pub struct NormArgs<'a> {
-    /// The rows to normalise.
+    /// The rows to normalise (with a residual: the rows added to the residual stream,
+    /// such as attention's output projection).
     pub input: TensorView<'a>,
     /// Per-channel scale.
     pub weight: TensorView<'a>,
@@ -75,14 +104,30 @@ pub struct NormArgs<'a> {
     pub output: TensorViewMut<'a>,
     /// Added to the variance for stability.
     pub eps: f32,
+    /// The residual stream to add `input` to before normalising (rms_norm only); `None`
+    /// for a plain norm.
+    pub residual: Option<Residual<'a>>,
+}
+
+/// The residual stream of a fused residual add and rms_norm ([`NormArgs::residual`]): both
+/// of `input`'s shape and dtype, on its device. `output` receives `input + residual.input`
+/// (rounded to the dtype); it must not overlap any other tensor of the call.
+pub struct Residual<'a> {
+    /// The residual stream before the add (the decoder layer's input).
+    pub input: TensorView<'a>,
+    /// Where the sum, the residual stream after the add, is written.
+    pub output: TensorViewMut<'a>,
 }
 
 impl NormArgs<'_> {
-    /// The selection context these arguments describe; `hidden_size` is the input's last
-    /// dimension.
+    /// The selection context these arguments describe: the input's, with `hidden_size` its
+    /// last dimension and `fused_residual: true` when a residual is given.
     pub fn context(&self) -> Result<SelectionContext, TypesError> {
         let mut ctx = SelectionContext::from_tensor(&self.input)?;
         ctx.hidden_size = last_dim(self.input.dims())?;
+        if self.residual.is_some() {
+            ctx.fused_residual = Some(true);
+        }
         Ok(ctx)
     }
 }
@@ -251,6 +296,10 @@ impl fmt::Display for ArgsKind {
 }
 
 /// The arguments of one call, of any operation.
+// The norm variant is the largest (up to six views with inline shapes, when a residual is
+// given). Boxing it would allocate on every call; the arguments live on the caller's stack
+// and are passed by reference, so their size costs a few stores, not a copy per dispatch.
+#[allow(clippy::large_enum_variant)]
 pub enum OpArgs<'a> {
     /// For the `attention.*` operations.
     Attention(AttentionArgs<'a>),
@@ -302,8 +351,10 @@ impl OpArgs<'_> {
     ///
     /// let (x, w) = (Tensor::zeros(&[2, 4], DType::F32)?, Tensor::zeros(&[4], DType::F32)?);
     /// let (mut y, mut z) = (Tensor::zeros(&[2, 4], DType::F32)?, Tensor::zeros(&[2, 4], DType::F32)?);
-    /// let a = OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 });
-    /// let b = OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: z.view_mut(), eps: 1e-5 });
+    /// let (input, weight, residual) = (x.view(), w.view(), None);
+    /// let a = OpArgs::Norm(NormArgs { input, weight, bias: None, output: y.view_mut(), eps: 1e-6, residual });
+    /// let (input, weight, residual) = (x.view(), w.view(), None);
+    /// let b = OpArgs::Norm(NormArgs { input, weight, bias: None, output: z.view_mut(), eps: 1e-5, residual });
     /// assert_eq!(a.signature(), b.signature());
     /// assert_eq!(a.context()?, b.context()?);
     /// # Ok::<(), layerzero_types::TypesError>(())
@@ -324,8 +375,13 @@ impl OpArgs<'_> {
                     words: [ArgsKind::Attention as u64 | meta << 8, q[0], q[1], k[0], k[1], window],
                 });
             }
-            // Norms also read the input's last dimension (hidden_size), in word 2.
-            OpArgs::Norm(args) => (tensor_meta(&args.input), args.input.dims(), last_word(args.input.dims())?),
+            // Norms also read the input's last dimension (hidden_size), in word 2, and
+            // whether a residual is given.
+            OpArgs::Norm(args) => (
+                tensor_meta(&args.input) | u64::from(args.residual.is_some()) << 34,
+                args.input.dims(),
+                last_word(args.input.dims())?,
+            ),
             // Rope also reads the layout and the last dimension (head_dim).
             OpArgs::Rope(args) => {
                 (tensor_meta(&args.x) | (args.layout as u64) << 32, args.x.dims(), last_word(args.x.dims())?)
@@ -525,7 +581,8 @@ mod tests {
     use crate::{DType, Tensor};
 
     /// (signature, derived context) of many argument sets of every kind: shapes of ranks 1
-    /// to 4, two dtypes, both layouts, causal or not, windows, mismatched attention keys.
+    /// to 4, two dtypes, both layouts, causal or not, windows, norms with and without a
+    /// residual, mismatched attention keys.
     fn signatures_and_contexts() -> Vec<(Option<ArgsSignature>, Result<SelectionContext, TypesError>)> {
         // `[2, 2, 3, 4]` and `[2, 2, 5, 4]` differ only past the dims `from_tensor` reads
         // and the last (`hidden_size`, `head_dim`): equal signatures. `[2, 2, 3, 8]` differs
@@ -548,14 +605,17 @@ mod tests {
             for dims in shapes {
                 let x = Tensor::zeros(dims, dtype).unwrap();
                 let w = Tensor::zeros(&[*dims.last().unwrap()], dtype).unwrap();
-                let mut y = Tensor::zeros(dims, dtype).unwrap();
-                record(OpArgs::Norm(NormArgs {
-                    input: x.view(),
-                    weight: w.view(),
-                    bias: None,
-                    output: y.view_mut(),
-                    eps: 1e-6,
-                }));
+                let (mut y, mut sum) = (Tensor::zeros(dims, dtype).unwrap(), Tensor::zeros(dims, dtype).unwrap());
+                for with_residual in [false, true] {
+                    record(OpArgs::Norm(NormArgs {
+                        input: x.view(),
+                        weight: w.view(),
+                        bias: None,
+                        output: y.view_mut(),
+                        eps: 1e-6,
+                        residual: with_residual.then(|| Residual { input: x.view(), output: sum.view_mut() }),
+                    }));
+                }
                 let input = SwigluInput::Separate { gate: x.view(), up: x.view() };
                 record(OpArgs::Swiglu(SwigluArgs { input, output: y.view_mut() }));
                 record(OpArgs::Swiglu(SwigluArgs { input: SwigluInput::Fused(x.view()), output: y.view_mut() }));
@@ -624,6 +684,9 @@ mod tests {
         distinct.sort_by_key(|s| s.map(|s| s.words));
         distinct.dedup();
         assert!(distinct.len() >= 50, "{} distinct signatures", distinct.len());
+        // A norm call with a residual differs from one without in both.
+        let with_residual = cases.iter().filter(|(_, c)| c.as_ref().is_ok_and(|c| c.fused_residual == Some(true)));
+        assert_eq!(with_residual.count(), 2 * 9, "one per dtype (2) and shape (9)");
     }
 
     #[test]
@@ -631,7 +694,8 @@ mod tests {
         let x = Tensor::zeros(&[2, 3, 64], DType::BF16).unwrap();
         let w = Tensor::zeros(&[64], DType::BF16).unwrap();
         let mut y = Tensor::zeros(&[2, 3, 64], DType::BF16).unwrap();
-        let norm = NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6 };
+        let norm =
+            NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6, residual: None };
         assert_eq!(norm.context().unwrap().hidden_size, Some(64));
 
         let gate_up = Tensor::zeros(&[4, 256], DType::F16).unwrap();
@@ -669,6 +733,7 @@ mod tests {
             bias: None,
             output: TensorViewMut::from_slice(&mut out, &[2, 4]).unwrap(),
             eps: 1e-6,
+            residual: None,
         });
         kernel.call(&mut args).unwrap();
         // `args` borrows `out` mutably and is not used past this point.

@@ -6,7 +6,8 @@ use crate::{ComputeCapability, DType, Device, Layout, Platform, TensorMeta, Type
 
 /// The facts of one call that decide which kernel may and should run it: shapes, dtype,
 /// device, flags. Every condition field of seed 000, plus `layer_index`, `window_size`,
-/// the device's `compute_capability` and the `hidden_size` of row-wise operations.
+/// the device's `compute_capability`, the `hidden_size` of row-wise operations and
+/// `fused_residual`.
 ///
 /// A field the caller does not know is `None` ("absent"), never zero: a rule on an absent
 /// field does not match, and a kernel constraint on it is not checked.
@@ -88,6 +89,11 @@ pub struct SelectionContext {
     /// | `matmul` | absent: `k` and `n` are both "hidden" sizes, and no kernel is limited by either |
     /// | attention | absent: `head_dim` and the sequence lengths describe it |
     pub hidden_size: Option<u32>,
+    /// The norm call adds a residual before normalising
+    /// ([`NormArgs::residual`](crate::NormArgs::residual)): `true` when it does, absent
+    /// otherwise. Only kernels that claim
+    /// [`residual`](crate::KernelConstraints::residual) may run it.
+    pub fused_residual: Option<bool>,
 }
 
 impl SelectionContext {
@@ -135,6 +141,7 @@ impl SelectionContext {
             F::WindowSize => int(self.window_size),
             F::ComputeCapability => self.compute_capability.map(FieldValue::ComputeCapability),
             F::HiddenSize => int(self.hidden_size),
+            F::FusedResidual => flag(self.fused_residual),
         }
     }
 
@@ -318,6 +325,7 @@ impl SelectionContextBuilder {
         window_size: u32,
         compute_capability: ComputeCapability,
         hidden_size: u32,
+        fused_residual: bool,
     }
 
     /// Validates the context (see [`SelectionContext::validate`]) and fills `platform`
@@ -378,6 +386,8 @@ pub enum ContextField {
     ComputeCapability,
     /// `hidden_size`
     HiddenSize,
+    /// `fused_residual`
+    FusedResidual,
 }
 
 /// The type of a context field's values.
@@ -403,7 +413,7 @@ pub enum FieldKind {
 
 impl ContextField {
     /// Every field: seed 000's 18 condition fields first, then LayerZero's additions.
-    pub const ALL: [ContextField; 22] = [
+    pub const ALL: [ContextField; 23] = [
         ContextField::BatchSize,
         ContextField::SeqLen,
         ContextField::SeqLenQ,
@@ -426,6 +436,7 @@ impl ContextField {
         ContextField::WindowSize,
         ContextField::ComputeCapability,
         ContextField::HiddenSize,
+        ContextField::FusedResidual,
     ];
 
     /// The field's name in configs.
@@ -454,6 +465,7 @@ impl ContextField {
             F::WindowSize => "window_size",
             F::ComputeCapability => "compute_capability",
             F::HiddenSize => "hidden_size",
+            F::FusedResidual => "fused_residual",
         }
     }
 
@@ -465,7 +477,9 @@ impl ContextField {
             F::Device => FieldKind::Device,
             F::Platform => FieldKind::Platform,
             F::Layout => FieldKind::Layout,
-            F::IsCausal | F::EnableGqa | F::IsCudaGraphCapturing | F::RequiresDeterministic => FieldKind::Bool,
+            F::IsCausal | F::EnableGqa | F::IsCudaGraphCapturing | F::RequiresDeterministic | F::FusedResidual => {
+                FieldKind::Bool
+            }
             F::DropoutP => FieldKind::Float,
             F::ComputeCapability => FieldKind::ComputeCapability,
             _ => FieldKind::Int,
@@ -555,6 +569,7 @@ mod tests {
             SelectionContext { compute_capability: Some(ComputeCapability::new(9, 0)), ..base },
             SelectionContext { hidden_size: Some(0), ..base },
             SelectionContext { hidden_size: Some(4096), ..base },
+            SelectionContext { fused_residual: Some(false), ..base },
             base,
         ];
         for (i, a) in variants.iter().enumerate() {
@@ -633,6 +648,7 @@ mod tests {
             .window_size(9)
             .compute_capability(ComputeCapability::new(9, 0))
             .hidden_size(4096)
+            .fused_residual(true)
             .build()
             .unwrap();
         assert!(ContextField::ALL.into_iter().all(|field| ctx.get(field).is_some()));

@@ -203,7 +203,8 @@ impl fmt::Display for DimRange {
 /// [`KernelSpec::check`].
 ///
 /// Defaults are conservative: a feature the spec does not claim (GQA, causal masking,
-/// sliding windows, dropout, determinism, CUDA-graph safety) is treated as unsupported,
+/// sliding windows, dropout, determinism, CUDA-graph safety, a fused residual add) is
+/// treated as unsupported,
 /// and `None` for a list or range means "any value".
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -237,6 +238,9 @@ pub struct KernelConstraints {
     pub layouts: Option<Vec<Layout>>,
     /// The oldest GPU architecture the kernel runs on.
     pub min_compute_capability: Option<ComputeCapability>,
+    /// Takes a norm call with a residual to add first
+    /// ([`NormArgs::residual`](crate::NormArgs::residual); context `fused_residual: true`).
+    pub residual: bool,
 }
 
 /// A kernel's description: its id, the operations it implements, where it runs, its base
@@ -488,6 +492,12 @@ impl KernelSpec {
         if let (Some(min), Some(actual)) = (c.min_compute_capability, ctx.compute_capability) {
             check!(actual < min, Constraint::ComputeCapability, format!("at least {min}"), actual.to_string());
         }
+        check!(
+            ctx.fused_residual == Some(true) && !c.residual,
+            Constraint::Residual,
+            "no residual (fused_residual false)".into(),
+            "fused_residual true".into()
+        );
     }
 }
 
@@ -527,6 +537,8 @@ pub enum Constraint {
     Layout,
     /// The GPU is older than the kernel needs.
     ComputeCapability,
+    /// The call adds a residual before normalising and the kernel does not take one.
+    Residual,
 }
 
 impl Constraint {
@@ -547,6 +559,7 @@ impl Constraint {
             Constraint::CudaGraph => "cuda_graph_safe",
             Constraint::Layout => "layout",
             Constraint::ComputeCapability => "min_compute_capability",
+            Constraint::Residual => "residual",
         }
     }
 }
@@ -701,15 +714,23 @@ mod tests {
             (ctx().dropout_p(0.1).build().unwrap(), Constraint::Dropout),
             (ctx().requires_deterministic(true).build().unwrap(), Constraint::Deterministic),
             (ctx().is_cuda_graph_capturing(true).build().unwrap(), Constraint::CudaGraph),
+            (ctx().fused_residual(true).build().unwrap(), Constraint::Residual),
         ];
         for (context, constraint) in &cases {
             assert_eq!(rejected_by(&spec, context), *constraint);
         }
         assert!(spec.check(&ctx().dropout_p(0.0).build().unwrap()).is_ok());
+        assert!(spec.check(&ctx().fused_residual(false).build().unwrap()).is_ok());
+        let rejection = spec.check(&cases[4].0).unwrap_err();
+        assert_eq!(
+            rejection.to_string(),
+            "attention_test: residual requires no residual (fused_residual false), context has fused_residual true"
+        );
         spec.constraints.sliding_window = true;
         spec.constraints.dropout = true;
         spec.constraints.deterministic = true;
         spec.constraints.cuda_graph_safe = true;
+        spec.constraints.residual = true;
         for (context, _) in &cases {
             assert!(spec.check(context).is_ok());
         }

@@ -63,7 +63,7 @@ mod tensor;
 
 pub use args::{
     ArgsKind, ArgsSignature, AttentionArgs, KernelError, KernelImpl, KernelResult, MatmulArgs, NormArgs, OpArgs,
-    RopeArgs, RopeStyle, SwigluArgs, SwigluInput,
+    Residual, RopeArgs, RopeStyle, SwigluArgs, SwigluInput,
 };
 pub use context::{ContextField, FieldKind, FieldValue, SelectionContext, SelectionContextBuilder};
 pub use device::{ComputeCapability, Device, Layout, Platform};

@@ -25,7 +25,7 @@
 //! let input = Tensor::from_f32(&[3.0, 4.0], &[1, 2], DType::F32)?;
 //! let weight = Tensor::from_f32(&[1.0, 1.0], &[2], DType::F32)?;
 //! let mut out = Tensor::zeros(&[1, 2], DType::F32)?;
-//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output: out.view_mut(), eps: 0.0 });
+//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output: out.view_mut(), eps: 0.0, residual: None });
 //! let result = dispatch(OperationType::NormRms, &mut args, None)?;
 //! assert!(!result.was_fallback);
 //! let rms = (12.5f32).sqrt(); // sqrt((9 + 16) / 2)
@@ -61,7 +61,7 @@
 //! let weight = Tensor::zeros(&[4], DType::F32)?;
 //! let mut out = vec![0f32; 8];
 //! let output = TensorViewMut::from_slice(&mut out, &[2, 4])?;
-//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6 });
+//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6, residual: None });
 //! ProdRouter.dispatch(OperationType::NormRms, &mut args)?;
 //! assert_eq!(out, [1.0; 8]);
 //! assert_eq!(ProdRouter::KERNELS, [(OperationType::NormRms, "rms_norm_warp")]);

@@ -5,8 +5,10 @@
 //!
 //! Attention has no CUDA kernel yet: queries, keys and values are copied to the host, the
 //! CPU attention kernel runs (through the dispatcher), and its output is copied back; the
-//! table says so on that row and counts the copies in its time. The residual adds, which
-//! LayerZero has no operation for, also run on the host between copies.
+//! table says so on that row and counts the copies in its time. The residual add after
+//! attention runs on the device, fused into the post-attention rms_norm call (a
+//! [`Residual`]); the one after the MLP, which LayerZero has no operation for, runs on the
+//! host between copies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +16,11 @@ use std::time::{Duration, Instant};
 use layerzero::kernels::cuda::{self, CudaDevice};
 use layerzero::registry::{get_global_backend_registry, get_global_kernel_registry};
 use layerzero::types::{
-    Device, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle, SwigluArgs,
-    SwigluInput, Tensor,
+    Device, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, Residual, RopeArgs, RopeStyle,
+    SwigluArgs, SwigluInput, Tensor,
 };
 
-use super::layer::{Phase, Recorder, Step, add, narrow, types_error, widen};
+use super::layer::{ADD_NORM_STAGE, Phase, Recorder, Step, add, narrow, types_error, widen};
 use super::reference;
 use super::weights::{LayerWeights, Shapes};
 use crate::error::CliError;
@@ -228,18 +230,10 @@ pub(crate) fn forward<T: FloatElement + Default>(
     recorder.add_time(phase, ATTENTION_STAGE, copy_time);
 
     let attention_out = linear::<T>(recorder, phase, "o_proj", ds, index, &attended, &layer.o_proj, h)?;
-    let residual = host_add::<T>(gpu, x, &attention_out)?;
 
-    // MLP block.
-    let normed = rms_norm::<T>(
-        recorder,
-        phase,
-        "post_attention_layernorm",
-        ds,
-        index,
-        &residual,
-        &layer.post_attention_layernorm,
-    )?;
+    // MLP block: the residual add and its rms_norm in one dispatched call, on the device.
+    let (residual, normed) =
+        add_rms_norm::<T>(recorder, phase, ds, index, &attention_out, x, &layer.post_attention_layernorm)?;
     let gate = linear::<T>(recorder, phase, "gate_proj", ds, index, &normed, &layer.gate_proj, inter)?;
     let up = linear::<T>(recorder, phase, "up_proj", ds, index, &normed, &layer.up_proj, inter)?;
     let mut activated = zeros::<T>(gpu, &[rows, inter])?;
@@ -279,6 +273,7 @@ fn rms_norm<T: FloatElement + Default>(
         bias: None,
         output: out.view_mut(),
         eps: ds.step.eps,
+        residual: None,
     });
     recorder.run(phase, stage, OperationType::NormRms, index, &mut args)?;
     if recorder.check {
@@ -286,6 +281,38 @@ fn rms_norm<T: FloatElement + Default>(
         recorder.record_check(phase, stage, &download::<T>(&out)?, &expected);
     }
     Ok(out)
+}
+
+/// `residual + x` and its rms_norm in one call (see the CPU run's `add_rms_norm`): both
+/// outputs on the device, both checked.
+fn add_rms_norm<T: FloatElement + Default>(
+    recorder: &mut Recorder<'_>,
+    phase: Phase,
+    ds: &DeviceStep<'_>,
+    index: usize,
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Weight<T>,
+) -> Result<(Tensor, Tensor), CliError> {
+    let (mut sum, mut out) = (zeros::<T>(ds.gpu, x.dims())?, zeros::<T>(ds.gpu, x.dims())?);
+    let mut args = OpArgs::Norm(NormArgs {
+        input: x.view(),
+        weight: weight.device.view(),
+        bias: None,
+        output: out.view_mut(),
+        eps: ds.step.eps,
+        residual: Some(Residual { input: residual.view(), output: sum.view_mut() }),
+    });
+    recorder.run(phase, ADD_NORM_STAGE, OperationType::NormRms, index, &mut args)?;
+    if recorder.check {
+        let (x, residual) = (widen(&download::<T>(x)?), widen(&download::<T>(residual)?));
+        let expected: Vec<f64> = x.iter().zip(residual).map(|(a, b)| a + b).collect();
+        let stored = download::<T>(&sum)?;
+        recorder.record_check(phase, ADD_NORM_STAGE, &stored, &expected);
+        let expected = reference::rms_norm(&widen(&stored), &widen(&weight.host), f64::from(ds.step.eps));
+        recorder.record_check(phase, ADD_NORM_STAGE, &download::<T>(&out)?, &expected);
+    }
+    Ok((sum, out))
 }
 
 /// `x · wᵀ` for a `[n, k]` weight, passed as the `[k, n]` operand through strides.

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use layerzero::types::{
-    AttentionArgs, Device, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, RopeArgs, RopeStyle,
-    SwigluArgs, SwigluInput, TensorView, TensorViewMut, TypesError,
+    AttentionArgs, Device, FloatElement, Layout, MatmulArgs, NormArgs, OpArgs, OperationType, Residual, RopeArgs,
+    RopeStyle, SwigluArgs, SwigluInput, TensorView, TensorViewMut, TypesError,
 };
 
 use super::reference;
@@ -267,11 +267,10 @@ pub(crate) fn forward<T: FloatElement + Default>(
     let attended =
         attend(recorder, phase, "attention", index, s, &q, &layer.k_cache[..end * kvd], &layer.v_cache[..end * kvd])?;
     let attention_out = linear(recorder, phase, "o_proj", index, &attended, &layer.o_proj, rows, qd, h)?;
-    let residual = add(x, &attention_out);
 
-    // MLP block.
-    let normed =
-        rms_norm(recorder, phase, "post_attention_layernorm", step, index, &residual, &layer.post_attention_layernorm)?;
+    // MLP block: the residual add and its rms_norm in one dispatched call.
+    let (residual, normed) =
+        add_rms_norm(recorder, phase, ADD_NORM_STAGE, step, index, &attention_out, x, &layer.post_attention_layernorm)?;
     let gate = linear(recorder, phase, "gate_proj", index, &normed, &layer.gate_proj, rows, h, inter)?;
     let up = linear(recorder, phase, "up_proj", index, &normed, &layer.up_proj, rows, h, inter)?;
     let mut activated = vec![T::default(); rows * inter];
@@ -290,8 +289,6 @@ pub(crate) fn forward<T: FloatElement + Default>(
     Ok(add(&residual, &down))
 }
 
-/// The residual add: not an operation LayerZero dispatches, so it runs here (in float32,
-/// rounded to the run's dtype, as a framework's add would).
 /// Causal attention of `q` (its rows the last of `keys`' positions) over `keys` and
 /// `values` (`[positions, kv_heads · head_dim]`), on host memory through the dispatcher,
 /// checked against the reference when the recorder checks; recorded under `stage`.
@@ -332,6 +329,9 @@ pub(crate) fn attend<T: FloatElement + Default>(
     Ok(attended)
 }
 
+/// The residual add after the MLP: not an operation LayerZero dispatches (the one after
+/// attention is, fused with the rms_norm that follows it), so it runs here, in float32
+/// rounded to the run's dtype, as a framework's add would.
 pub(crate) fn add<T: FloatElement>(a: &[T], b: &[T]) -> Vec<T> {
     a.iter().zip(b).map(|(x, y)| T::from_f32(x.to_f32() + y.to_f32())).collect()
 }
@@ -354,6 +354,7 @@ fn rms_norm<T: FloatElement + Default>(
         bias: None,
         output: TensorViewMut::from_slice(&mut out, &[rows, h]).map_err(types_error)?,
         eps: step.eps,
+        residual: None,
     });
     recorder.run(phase, stage, OperationType::NormRms, index, &mut args)?;
     if recorder.check {
@@ -361,6 +362,48 @@ fn rms_norm<T: FloatElement + Default>(
         recorder.record_check(phase, stage, &out, &expected);
     }
     Ok(out)
+}
+
+/// The row of the residual add after attention fused with the post-attention rms_norm.
+pub(crate) const ADD_NORM_STAGE: &str = "add+post_attention_layernorm";
+
+/// `residual + x` (the layer's new residual stream) and its rms_norm, in one rms_norm call
+/// with a [`Residual`]: the dispatcher picks a kernel that takes it (fused or not). Checks
+/// both outputs: the sum against the float64 sum, the norm against the reference over the
+/// sum as stored.
+#[allow(clippy::too_many_arguments)] // the layer's step: where, which layer, and the three inputs
+fn add_rms_norm<T: FloatElement + Default>(
+    recorder: &mut Recorder<'_>,
+    phase: Phase,
+    stage: &'static str,
+    step: &Step<'_>,
+    index: usize,
+    x: &[T],
+    residual: &[T],
+    weight: &[T],
+) -> Result<(Vec<T>, Vec<T>), CliError> {
+    let h = weight.len();
+    let rows = x.len() / h;
+    let (mut sum, mut out) = (vec![T::default(); x.len()], vec![T::default(); x.len()]);
+    let mut args = OpArgs::Norm(NormArgs {
+        input: TensorView::from_slice(x, &[rows, h]).map_err(types_error)?,
+        weight: TensorView::from_slice(weight, &[h]).map_err(types_error)?,
+        bias: None,
+        output: TensorViewMut::from_slice(&mut out, &[rows, h]).map_err(types_error)?,
+        eps: step.eps,
+        residual: Some(Residual {
+            input: TensorView::from_slice(residual, &[rows, h]).map_err(types_error)?,
+            output: TensorViewMut::from_slice(&mut sum, &[rows, h]).map_err(types_error)?,
+        }),
+    });
+    recorder.run(phase, stage, OperationType::NormRms, index, &mut args)?;
+    if recorder.check {
+        let expected: Vec<f64> = widen(x).iter().zip(widen(residual)).map(|(a, b)| a + b).collect();
+        recorder.record_check(phase, stage, &sum, &expected);
+        let expected = reference::rms_norm(&widen(&sum), &widen(weight), f64::from(step.eps));
+        recorder.record_check(phase, stage, &out, &expected);
+    }
+    Ok((sum, out))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -533,7 +533,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
             ]);
         }
         write!(out, "{}", table.render())?;
-        writeln!(out, "(residual adds run on the host: LayerZero has no add operation)")?;
+        writeln!(
+            out,
+            "(the residual add after attention is fused into its rms_norm row; the one after the MLP runs on the host: LayerZero has no add operation)"
+        )?;
         writeln!(out)?;
         writeln!(
             out,

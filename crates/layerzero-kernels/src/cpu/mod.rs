@@ -14,7 +14,7 @@ mod swiglu;
 
 pub use attention::{attention_naive, attention_split_kv, attention_tiled};
 pub use matmul::matmul;
-pub use norm::{layer_norm, rms_norm};
+pub use norm::{layer_norm, rms_norm, rms_norm_add_then_norm};
 pub use rope::rope;
 pub use swiglu::swiglu;
 
@@ -72,6 +72,11 @@ fn rowwise_constraints(deterministic: bool) -> KernelConstraints {
     KernelConstraints { dtypes: Some(CPU_DTYPES.to_vec()), deterministic, ..KernelConstraints::default() }
 }
 
+/// The rms_norm kernels also take a residual to add first.
+fn rms_norm_constraints() -> KernelConstraints {
+    KernelConstraints { residual: true, ..rowwise_constraints(true) }
+}
+
 /// Every CPU kernel: its spec and the code that runs it.
 ///
 /// | id | operations | priority |
@@ -79,14 +84,16 @@ fn rowwise_constraints(deterministic: bool) -> KernelConstraints {
 /// | `cpu.attention.split_kv` | all `attention.*`, `seq_len_q ≤ 64` | 70 |
 /// | `cpu.attention.tiled` | all `attention.*` | 60 |
 /// | `cpu.attention.naive` | all `attention.*` | 40 |
-/// | `cpu.rms_norm` | `rms_norm` | 50 |
+/// | `cpu.rms_norm` | `rms_norm`, with or without a residual (added in the same pass) | 50 |
+/// | `cpu.rms_norm.add_then_norm` | `rms_norm`, with or without a residual (added in a pass of its own) | 40 |
 /// | `cpu.layer_norm` | `layer_norm` | 50 |
 /// | `cpu.rope` | `rope` (NeoX and interleaved) | 50 |
 /// | `cpu.swiglu` | `swiglu` (separate or fused) | 50 |
 /// | `cpu.matmul` | `matmul` | 50 |
 ///
 /// All take float32, float16 and bfloat16; the attention kernels take GQA/MQA, causal or
-/// not, sliding windows, BSHD and BHSD. Every kernel but `cpu.matmul` (whose thread split
+/// not, sliding windows, BSHD and BHSD; both rms_norm kernels take a
+/// [`residual`](layerzero_types::NormArgs::residual), `cpu.layer_norm` does not. Every kernel but `cpu.matmul` (whose thread split
 /// is the `gemm` crate's) claims bit-identical results run to run.
 pub fn cpu_kernels() -> Result<Vec<(KernelSpec, KernelImpl)>, TypesError> {
     use OperationType as Op;
@@ -104,7 +111,11 @@ pub fn cpu_kernels() -> Result<Vec<(KernelSpec, KernelImpl)>, TypesError> {
             spec("cpu.attention.naive", &ATTENTION_OPERATIONS, 40, attention_constraints(true, None))?,
             KernelImpl::attention(attention_naive),
         ),
-        (spec("cpu.rms_norm", &[Op::NormRms], 50, rowwise_constraints(true))?, KernelImpl::norm(rms_norm)),
+        (spec("cpu.rms_norm", &[Op::NormRms], 50, rms_norm_constraints())?, KernelImpl::norm(rms_norm)),
+        (
+            spec("cpu.rms_norm.add_then_norm", &[Op::NormRms], 40, rms_norm_constraints())?,
+            KernelImpl::norm(rms_norm_add_then_norm),
+        ),
         (spec("cpu.layer_norm", &[Op::NormLayer], 50, rowwise_constraints(true))?, KernelImpl::norm(layer_norm)),
         (spec("cpu.rope", &[Op::Rope], 50, rowwise_constraints(true))?, KernelImpl::rope(rope)),
         (spec("cpu.swiglu", &[Op::Swiglu], 50, rowwise_constraints(true))?, KernelImpl::swiglu(swiglu)),
@@ -158,8 +169,11 @@ mod tests {
             .unwrap();
         let prefill = SelectionContext::builder().dtype(DType::F16).seq_len_q(512).is_causal(true).build().unwrap();
         let int8 = SelectionContext::builder().dtype(DType::I8).build().unwrap();
+        let residual = SelectionContext::builder().dtype(DType::BF16).fused_residual(true).build().unwrap();
         for spec in cpu_kernel_specs().unwrap() {
             assert!(spec.check(&int8).is_err(), "{} claims int8", spec.id);
+            let rms_norm = spec.supports(OperationType::NormRms.into());
+            assert_eq!(spec.check(&residual).is_ok(), rms_norm, "{} and a residual", spec.id);
             if spec.supports(OperationType::AttentionDecode.into()) {
                 assert!(spec.check(&decode).is_ok(), "{}", spec.id);
                 let long_prefill = spec.check(&prefill);

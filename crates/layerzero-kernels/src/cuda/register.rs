@@ -92,12 +92,16 @@ fn rms_norm(devices: Arc<[CudaDevice]>, variant: RmsNormVariant) -> KernelImpl {
         if args.bias.is_some() {
             return Err(KernelError::InvalidArgument("rms_norm takes no bias, one was given".to_owned()));
         }
-        gpu.rms_norm_view(variant, args.input, None, args.weight, args.output.reborrow(), args.eps)
+        let residual = args.residual.as_mut().map(|r| (r.input, r.output.reborrow()));
+        gpu.rms_norm_view(variant, args.input, residual, args.weight, args.output.reborrow(), args.eps)
     })
 }
 
 fn layer_norm(devices: Arc<[CudaDevice]>, variant: LayerNormVariant) -> KernelImpl {
     KernelImpl::norm(move |args: &mut NormArgs<'_>| {
+        if args.residual.is_some() {
+            return Err(KernelError::InvalidArgument("layer_norm takes no residual, one was given".to_owned()));
+        }
         let gpu = device_for(&devices, args.input.device())?;
         gpu.layer_norm_view(variant, args.input, args.weight, args.bias, args.output.reborrow(), args.eps)
     })
@@ -140,9 +144,9 @@ fn matmul(devices: Arc<[CudaDevice]>) -> KernelImpl {
 ///
 /// | id | operation | priority | spec limit | the kernel's own, by dtype | beyond the spec (checked before launch) |
 /// |---|---|---|---|---|---|
-/// | `cuda.rms_norm.block` | `rms_norm` | 80 | `hidden_size` a multiple of 8 in 8..=32768 | multiple of 8, ≤ 65536 (bf16, f16); of 4, ≤ 32768 (f32) | - |
-/// | `cuda.rms_norm.warp` | `rms_norm` | 70 | `hidden_size` a multiple of 8 in 8..=512 | multiple of 8, ≤ 1024 (bf16, f16); of 4, ≤ 512 (f32) | - |
-/// | `cuda.rms_norm.scalar` | `rms_norm` | 60 | any | any | - |
+/// | `cuda.rms_norm.block` | `rms_norm`, with or without a residual | 80 | `hidden_size` a multiple of 8 in 8..=32768 | multiple of 8, ≤ 65536 (bf16, f16); of 4, ≤ 32768 (f32) | - |
+/// | `cuda.rms_norm.warp` | `rms_norm`, with or without a residual | 70 | `hidden_size` a multiple of 8 in 8..=512 | multiple of 8, ≤ 1024 (bf16, f16); of 4, ≤ 512 (f32) | - |
+/// | `cuda.rms_norm.scalar` | `rms_norm`, with or without a residual | 60 | any | any | - |
 /// | `cuda.layer_norm.block` | `layer_norm` | 80 | as `cuda.rms_norm.block` | as `cuda.rms_norm.block` | - |
 /// | `cuda.layer_norm.scalar` | `layer_norm` | 60 | any | any | - |
 /// | `cuda.rope.vector` | `rope` (BSHD) | 80 | `head_dim` a multiple of 16 in 16..=4096 | ≤ 1024 units of 16 bytes | the rotated width a multiple of 16 bytes / element |
@@ -151,7 +155,9 @@ fn matmul(devices: Arc<[CudaDevice]>) -> KernelImpl {
 /// | `cuda.swiglu.scalar` | `swiglu` | 60 | any | any | - |
 /// | `cuda.matmul.cublas` | `matmul` | 80 | - | - | `b` row-major or transposed (strides `[1, k]`) |
 ///
-/// All take bf16, f16 and f32 in contiguous device memory. The PTX kernels need compute
+/// The three rms_norm variants fuse a [`residual`](NormArgs::residual) add into their pass
+/// (`norm.cu`: the sum is stored in the dtype and that rounded sum normalised); the
+/// layer_norm kernels refuse one. All take bf16, f16 and f32 in contiguous device memory. The PTX kernels need compute
 /// capability 9.0 (the PTX targets sm_90), are deterministic and CUDA-graph safe;
 /// `cuda.matmul.cublas` needs 8.0, and claims neither (cuBLAS picks its algorithm and
 /// workspace per call).
@@ -175,13 +181,13 @@ pub fn cuda_kernels(devices: Arc<[CudaDevice]>) -> Result<Vec<(KernelSpec, Kerne
         min_compute_capability: Some(CUBLAS_BF16_ARCH),
         ..KernelConstraints::default()
     };
+    // Every rms_norm variant of norm.cu takes the fused residual add.
+    let rms =
+        |hidden_size: Option<DimConstraint>| KernelConstraints { residual: true, hidden_size, ..ptx_constraints() };
     Ok(vec![
-        (
-            spec("cuda.rms_norm.block", Op::NormRms, 80, with_hidden(BLOCK_HIDDEN))?,
-            rms_norm(d(), RmsNormVariant::Block),
-        ),
-        (spec("cuda.rms_norm.warp", Op::NormRms, 70, with_hidden(WARP_HIDDEN))?, rms_norm(d(), RmsNormVariant::Warp)),
-        (spec("cuda.rms_norm.scalar", Op::NormRms, 60, ptx_constraints())?, rms_norm(d(), RmsNormVariant::Scalar)),
+        (spec("cuda.rms_norm.block", Op::NormRms, 80, rms(Some(BLOCK_HIDDEN)))?, rms_norm(d(), RmsNormVariant::Block)),
+        (spec("cuda.rms_norm.warp", Op::NormRms, 70, rms(Some(WARP_HIDDEN)))?, rms_norm(d(), RmsNormVariant::Warp)),
+        (spec("cuda.rms_norm.scalar", Op::NormRms, 60, rms(None))?, rms_norm(d(), RmsNormVariant::Scalar)),
         (
             spec("cuda.layer_norm.block", Op::NormLayer, 80, with_hidden(BLOCK_HIDDEN))?,
             layer_norm(d(), LayerNormVariant::Block),
@@ -276,9 +282,23 @@ mod tests {
             bias: None,
             output: y.view_mut(),
             eps: 1e-6,
+            residual: None,
         });
         let refused = code.call(&mut args).unwrap_err();
         assert!(matches!(&refused, KernelError::InvalidArgument(m) if m.contains("got one on cpu")), "{refused}");
+        // layer_norm refuses a residual before it looks for a device.
+        let mut sum = layerzero_types::Tensor::zeros(&[1, 8], DType::F32).unwrap();
+        let layer_norm = registry.get_by_name("cuda.layer_norm.block").unwrap().id;
+        let mut args = layerzero_types::OpArgs::Norm(NormArgs {
+            input: x.view(),
+            weight: w.view(),
+            bias: None,
+            output: y.view_mut(),
+            eps: 1e-6,
+            residual: Some(layerzero_types::Residual { input: x.view(), output: sum.view_mut() }),
+        });
+        let refused = registry.implementation(layer_norm).unwrap().call(&mut args).unwrap_err();
+        assert!(matches!(&refused, KernelError::InvalidArgument(m) if m.contains("no residual")), "{refused}");
     }
 
     #[test]
@@ -297,6 +317,9 @@ mod tests {
             assert_eq!(spec.check(&ampere).is_ok(), spec.id.as_str() == "cuda.matmul.cublas", "{} on sm_80", spec.id);
             let capturing = ctx().is_cuda_graph_capturing(true).build().unwrap();
             assert_eq!(spec.check(&capturing).is_ok(), spec.id.as_str() != "cuda.matmul.cublas", "{}", spec.id);
+            let residual = ctx().fused_residual(true).build().unwrap();
+            let rms_norm = spec.id.as_str().starts_with("cuda.rms_norm.");
+            assert_eq!(spec.check(&residual).is_ok(), rms_norm, "{} and a residual", spec.id);
         }
         let bhsd = ctx().layout(Layout::Bhsd).build().unwrap();
         assert_eq!(get("cuda.rope.scalar").check(&bhsd).unwrap_err().constraint, Constraint::Layout);
