@@ -246,6 +246,12 @@ if [ -x layerzero ]; then
   ./layerzero run --device cuda --dtype bfloat16 2>&1 | tee "$OUT/run_cuda.txt" | tail -40 || status=1
   ./layerzero run --device cuda --dtype float32 > "$OUT/run_cuda_f32.txt" 2>&1 || status=1
   tail -3 "$OUT/run_cuda_f32.txt"
+  # Every card at once, one thread each (two threads on one card where there is one):
+  # each must give the one-card result.
+  devices=$(nvidia-smi --query-gpu=index --format=csv,noheader | sed 's/^ */cuda:/' | paste -sd, -)
+  case "$devices" in *,*) ;; *) devices="$devices,$devices" ;; esac
+  echo "== layerzero run --devices $devices"
+  ./layerzero run --devices "$devices" --dtype bfloat16 --decode-steps 32 2>&1 | tee "$OUT/run_devices.txt" | tail -12 || status=1
 fi
 if [ -x gpu_bench ]; then
   echo "== timings"; ./gpu_bench 2>&1 | tee "$OUT/bench.txt"
