@@ -194,6 +194,8 @@ fn gpu_bundle() -> Result<(), String> {
         "gpu_kernels",
         "--test",
         "gpu_dispatch",
+        "--test",
+        "gpu_multi_device",
     ])?;
     executables.extend(build_executables(&[
         "bench",
@@ -239,6 +241,15 @@ for t in gpu_tensor gpu_kernels gpu_dispatch; do
   echo "== racecheck $t"; compute-sanitizer --tool racecheck --error-exitcode 9 ./"$t" --test-threads 1 > "$OUT/$t.racecheck.log" 2>&1 || status=1
   tail -1 "$OUT/$t.racecheck.log"
 done
+if [ -x gpu_multi_device ]; then
+  # Several cards from one process (issue 13); every test skips, saying why, on one card.
+  echo "== gpu_multi_device"
+  ./gpu_multi_device --test-threads 1 --nocapture 2>&1 | tee "$OUT/gpu_multi_device.log" | tail -12 || status=1
+  echo "== memcheck gpu_multi_device (fewer calls; the timed workload left out)"
+  LZ_MULTI_GPU_CALLS=1000 compute-sanitizer --tool memcheck --error-exitcode 9 ./gpu_multi_device --test-threads 1 \
+    --skip a_memory_bound_workload > "$OUT/gpu_multi_device.memcheck.log" 2>&1 || status=1
+  tail -1 "$OUT/gpu_multi_device.memcheck.log"
+fi
 if [ -x layerzero ]; then
   # The decoder layer on the GPU, every operation through the dispatcher, checked against
   # the CPU run of the same weights (exit 1 when a check fails).
