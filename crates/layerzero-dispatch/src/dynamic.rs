@@ -596,10 +596,14 @@ impl DynamicDispatcher {
 engine_dispatcher!(
     DynamicDispatcher,
     DispatchMode::Dynamic,
-    "Budget on a cache hit with a no-op kernel: the context from the arguments' metadata \
-     (when not given), the engine's cache hit (no lock, no allocation, no shared write), \
-     one `ArcSwap` load for the kernel table, then the executor. With timing on, three \
-     clock reads; with telemetry on, a few relaxed `fetch_add`s on this thread's shard."
+    "Budget when this thread has the selection in its memo (a call it made before, \
+     under the same policy, registry and backend versions): the arguments' signature \
+     (or, when a context is given, a comparison of it), three atomic loads for the \
+     versions, then the executor; no lock, no allocation, no shared write. Otherwise the \
+     context from the arguments' metadata, the engine's shared cache (or the whole \
+     selection on a miss), one `ArcSwap` load for the kernel table, and the memo is \
+     filled. With timing on, three clock reads; with telemetry on, a few counts on this \
+     thread's shard (relaxed loads and stores)."
 );
 
 /// Seed 001's `ConfigDrivenDispatcher`: a rules file (YAML or JSON, schema v1.0) decides,

@@ -216,7 +216,7 @@ impl Executor {
     /// Budget when the first kernel succeeds: its breaker's acquire and success (one
     /// atomic load each when CLOSED), a layout-bits test for attention, the call inside
     /// `catch_unwind` (free unless it panics), one clock read when timing is on, and the
-    /// telemetry's relaxed `fetch_add`s on this thread's shard when telemetry is on. No
+    /// telemetry's counts on this thread's shard when telemetry is on. No
     /// allocation, no lock (a layout transform allocates its scratch tensors).
     // Always inlined: its result then goes straight into the caller's, not through a
     // copy that the next load cannot forward from (measured: ~10 ns a dispatch).
