@@ -12,6 +12,20 @@ pub fn rms_norm_spec(id: &str, priority: u32) -> KernelSpec {
         .with_priority(priority)
 }
 
+/// Deterministic values in [-2, 2) (xorshift from `seed`): test inputs that are never all
+/// zeros and the same on every run.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
 /// A norm kernel that writes `value` into every output element, so a test can tell from
 /// the output which kernel ran.
 pub fn writes(value: f32) -> KernelImpl {

@@ -22,14 +22,7 @@ fn run(dispatcher: &dyn Dispatcher, context: Option<&SelectionContext>) -> (Stri
     let x = Tensor::from_f32(&[1.0; 8], &[2, 4], DType::F32).expect("x");
     let w = Tensor::from_f32(&[1.0; 4], &[4], DType::F32).expect("w");
     let mut y = Tensor::zeros(&[2, 4], DType::F32).expect("y");
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
     let result = dispatcher.dispatch(RMS, &mut args, context).expect("a dispatch");
     (result.kernel_id.as_str().to_owned(), y.to_f32_vec().expect("f32")[0])
 }
@@ -137,14 +130,7 @@ fn run_batch(dispatcher: &dyn Dispatcher, batch: usize, context: Option<&Selecti
     let x = Tensor::zeros(&[batch, 4], DType::F32).expect("x");
     let w = Tensor::zeros(&[4], DType::F32).expect("w");
     let mut y = Tensor::zeros(&[batch, 4], DType::F32).expect("y");
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
     dispatcher.dispatch(RMS, &mut args, context).expect("a dispatch").kernel_id.as_str().to_owned()
 }
 
@@ -194,14 +180,7 @@ fn a_kernel_may_dispatch_again_on_its_thread() {
     let nesting = KernelImpl::norm(|args: &mut NormArgs<'_>| -> KernelResult {
         // Runs the inner dispatcher on the same arguments, then scales what it wrote.
         let inner = INNER.get().expect("set before dispatching");
-        let mut again = OpArgs::Norm(NormArgs {
-            input: args.input,
-            weight: args.weight,
-            bias: None,
-            output: args.output.reborrow(),
-            eps: args.eps,
-            residual: None,
-        });
+        let mut again = OpArgs::Norm(NormArgs::new(args.input, args.weight, args.output.reborrow(), args.eps));
         let result = inner.dispatch(RMS, &mut again, None).map_err(|e| KernelError::Unsupported(e.to_string()))?;
         assert_eq!(result.kernel_id.as_str(), "memo_inner");
         NESTED_CALLS.fetch_add(1, Ordering::Relaxed);

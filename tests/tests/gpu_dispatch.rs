@@ -15,6 +15,7 @@ use layerzero::types::{
     RopeStyle, SwigluArgs, SwigluInput, Tensor, TensorView, TensorViewMut, TypesError,
 };
 use layerzero_kernels::cuda::{self, CudaDevice};
+use layerzero_tests::values;
 
 /// The GPUs, or `None` (printing why) where there are none.
 fn gpus() -> Option<Arc<[CudaDevice]>> {
@@ -50,19 +51,6 @@ fn dispatcher(devices: &Arc<[CudaDevice]>, keep: impl Fn(&str) -> bool) -> Dynam
     cuda::register_cuda_backend(&backends, devices).unwrap();
     let config = DispatchConfig::builder().mode(DispatchMode::Dynamic).build().unwrap();
     create_dynamic_dispatcher(Arc::new(kernels), Arc::new(backends), config, true).unwrap()
-}
-
-/// Deterministic values in [-2, 2).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
 }
 
 fn relative_error(gpu: &[f32], cpu: &[f32]) -> f64 {

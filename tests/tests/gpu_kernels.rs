@@ -9,6 +9,7 @@ use layerzero::types::{DType, KernelError, RopeStyle, Tensor};
 use layerzero_kernels::cuda::{
     self, CudaDevice, LayerNormVariant, RmsNormVariant, RopeTables, RopeVariant, SwigluDeviceInput, SwigluVariant,
 };
+use layerzero_tests::values;
 
 fn gpu() -> Option<CudaDevice> {
     match cuda::discover() {
@@ -24,19 +25,6 @@ fn gpu() -> Option<CudaDevice> {
             None
         }
     }
-}
-
-/// Deterministic values in [-2, 2).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
 }
 
 /// The values as the dtype stores them.

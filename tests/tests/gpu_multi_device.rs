@@ -22,6 +22,7 @@ use layerzero::types::{
     Platform, Tensor,
 };
 use layerzero_kernels::cuda::{self, CudaDevice};
+use layerzero_tests::values;
 
 /// The GPUs when there are two or more, or `None` (printing why).
 fn two_or_more_gpus() -> Option<Arc<[CudaDevice]>> {
@@ -51,14 +52,7 @@ fn faulty_rms_norm(devices: Arc<[CudaDevice]>, failing: Arc<AtomicBool>, on: Dev
         if failing.load(Ordering::Relaxed) && args.input.device() == on {
             return Err(KernelError::Backend { backend: "cuda", message: format!("injected fault on {on}") });
         }
-        let mut call = OpArgs::Norm(NormArgs {
-            input: args.input,
-            weight: args.weight,
-            bias: None,
-            output: args.output.reborrow(),
-            eps: args.eps,
-            residual: None,
-        });
+        let mut call = OpArgs::Norm(NormArgs::new(args.input, args.weight, args.output.reborrow(), args.eps));
         real.call(&mut call)
     })
 }
@@ -79,19 +73,6 @@ fn dispatcher(devices: &Arc<[CudaDevice]>, extra: Vec<(KernelSpec, KernelImpl)>)
     ConfigDrivenDispatcher::new(Arc::new(kernels), Arc::new(backends), config, policy, None).expect("a dispatcher")
 }
 
-/// Deterministic values in [-2, 2).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
-
 /// An rms_norm's host input, weight and (NaN-poisoned) output, copied to `gpu`.
 fn norm_tensors(gpu: &CudaDevice, rows: usize, hidden: usize, dtype: DType) -> [Tensor; 3] {
     let host = |values: &[f32], dims: &[usize]| Tensor::from_f32(values, dims, dtype).expect("a tensor");
@@ -104,14 +85,7 @@ fn norm_tensors(gpu: &CudaDevice, rows: usize, hidden: usize, dtype: DType) -> [
 /// rms_norm through `dispatcher` on `tensors`: the kernel that ran.
 fn rms_norm(dispatcher: &dyn Dispatcher, tensors: &mut [Tensor; 3]) -> Result<KernelId, String> {
     let [x, w, y] = tensors;
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
     dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).map(|r| r.kernel_id).map_err(|e| e.to_string())
 }
 

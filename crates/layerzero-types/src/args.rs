@@ -119,7 +119,36 @@ pub struct Residual<'a> {
     pub output: TensorViewMut<'a>,
 }
 
-impl NormArgs<'_> {
+impl<'a> NormArgs<'a> {
+    /// A norm of `input` by `weight` into `output`: no bias, no residual (add them with
+    /// [`with_bias`](Self::with_bias) and [`with_residual`](Self::with_residual)).
+    ///
+    /// ```
+    /// use layerzero_types::{DType, NormArgs, OpArgs, Tensor};
+    ///
+    /// let (x, w) = (Tensor::zeros(&[2, 4], DType::F32)?, Tensor::zeros(&[4], DType::F32)?);
+    /// let (mut y, r, mut sum) = (Tensor::zeros(&[2, 4], DType::F32)?, x.clone(), Tensor::zeros(&[2, 4], DType::F32)?);
+    /// let args = NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6).with_residual(r.view(), sum.view_mut());
+    /// assert_eq!(OpArgs::Norm(args).context()?.fused_residual, Some(true));
+    /// # Ok::<(), layerzero_types::TypesError>(())
+    /// ```
+    pub fn new(input: TensorView<'a>, weight: TensorView<'a>, output: TensorViewMut<'a>, eps: f32) -> Self {
+        NormArgs { input, weight, bias: None, output, eps, residual: None }
+    }
+
+    /// The same arguments with a per-channel shift (layer norm).
+    #[must_use]
+    pub fn with_bias(self, bias: TensorView<'a>) -> Self {
+        NormArgs { bias: Some(bias), ..self }
+    }
+
+    /// The same arguments with a residual add before the norm (rms_norm): `sum` receives
+    /// `input + residual`, which is then normalised.
+    #[must_use]
+    pub fn with_residual(self, residual: TensorView<'a>, sum: TensorViewMut<'a>) -> Self {
+        NormArgs { residual: Some(Residual { input: residual, output: sum }), ..self }
+    }
+
     /// The selection context these arguments describe: the input's, with `hidden_size` its
     /// last dimension and `fused_residual: true` when a residual is given.
     pub fn context(&self) -> Result<SelectionContext, TypesError> {
