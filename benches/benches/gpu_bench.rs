@@ -262,33 +262,12 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     let dispatcher =
         create_dynamic_dispatcher(Arc::clone(&kernels), Arc::clone(&backends), defaults, true).expect("dispatcher");
     let untimed = create_dynamic_dispatcher(kernels, backends, quiet, true).expect("dispatcher");
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y_dispatch.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y_dispatch.view_mut(), 1e-6));
     let chosen = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch").kernel_id;
     let context = args.context().expect("a context");
     let prepared = untimed.prepare(OperationType::NormRms.into(), &context).expect("a selection");
-    let mut untimed_args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y_untimed.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
-    let mut prepared_args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y_prepared.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut untimed_args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y_untimed.view_mut(), 1e-6));
+    let mut prepared_args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y_prepared.view_mut(), 1e-6));
 
     let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let (xs, ws) = (x.cuda_bytes().expect("x"), w.cuda_bytes().expect("w"));

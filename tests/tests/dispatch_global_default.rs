@@ -13,14 +13,7 @@ fn the_first_dispatch_makes_a_default_dispatcher_with_the_cpu_kernels() {
     let input = Tensor::from_f32(&[1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 1.0, 0.0], &[2, 4], DType::F32).unwrap();
     let weight = Tensor::from_f32(&[1.0, 1.0, 2.0, 2.0], &[4], DType::F32).unwrap();
     let mut out = Tensor::zeros(&[2, 4], DType::F32).unwrap();
-    let mut args = OpArgs::Norm(NormArgs {
-        input: input.view(),
-        weight: weight.view(),
-        bias: None,
-        output: out.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), out.view_mut(), 1e-6));
     let result = dispatch(OperationType::NormRms, &mut args, None).unwrap();
     assert!(!result.was_fallback);
     let kernel = get_global_kernel_registry().get(result.kernel_id).unwrap();

@@ -31,14 +31,7 @@ impl Buffers {
     }
 
     fn args(&mut self) -> OpArgs<'_> {
-        OpArgs::Norm(NormArgs {
-            input: self.x.view(),
-            weight: self.w.view(),
-            bias: None,
-            output: self.y.view_mut(),
-            eps: 1e-6,
-            residual: None,
-        })
+        OpArgs::Norm(NormArgs::new(self.x.view(), self.w.view(), self.y.view_mut(), 1e-6))
     }
 
     fn first_output(&self) -> f32 {

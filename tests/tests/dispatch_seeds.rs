@@ -71,14 +71,7 @@ fn normalise(dispatcher: &dyn Dispatcher) -> (Result<DispatchResult<()>, Dispatc
     let input = Tensor::zeros(&[2, 8], DType::F32).unwrap();
     let weight = Tensor::zeros(&[8], DType::F32).unwrap();
     let mut out = Tensor::zeros(&[2, 8], DType::F32).unwrap();
-    let mut args = OpArgs::Norm(NormArgs {
-        input: input.view(),
-        weight: weight.view(),
-        bias: None,
-        output: out.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), out.view_mut(), 1e-6));
     let result = dispatcher.dispatch(RMS, &mut args, None);
     (result, out.as_slice::<f32>().unwrap()[0])
 }

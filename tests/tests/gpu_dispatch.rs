@@ -302,14 +302,7 @@ fn device_views_refuse_host_access_and_cpu_kernels_refuse_device_tensors() {
     assert!(TensorView::from_cuda_strided(x.cuda_bytes().unwrap(), &[64, 3], &[1, 64], DType::F32).is_err());
 
     // The CPU kernel, called directly with device views: a typed error naming the device.
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
     let refused = layerzero_kernels::cpu_kernels()
         .unwrap()
         .into_iter()
@@ -340,14 +333,7 @@ fn a_tensor_on_the_wrong_device_is_refused_never_copied() {
     let (_, block) = kernels.iter().find(|(spec, _)| spec.id.as_str() == "cuda.rms_norm.block").unwrap();
 
     // The weight left on the host.
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: host_w.view(),
-        bias: None,
-        output: y.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), host_w.view(), y.view_mut(), 1e-6));
     let refused = block.call(&mut args).unwrap_err();
     assert!(matches!(&refused, KernelError::InvalidArgument(m) if m.contains("weight")), "{refused}");
 
@@ -355,27 +341,13 @@ fn a_tensor_on_the_wrong_device_is_refused_never_copied() {
     let orphans = cuda::cuda_kernels(Arc::from(Vec::new())).unwrap();
     let (_, orphan) = orphans.iter().find(|(spec, _)| spec.id.as_str() == "cuda.rms_norm.block").unwrap();
     let w = host_w.to_cuda(gpu.stream()).unwrap();
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
     assert!(matches!(orphan.call(&mut args), Err(KernelError::Backend { backend: "cuda", .. })));
 
     // A second GPU, where there is one: its weight with the first GPU's input.
     if let Some(other) = devices.get(1) {
         let w1 = host_w.to_cuda(other.stream()).unwrap();
-        let mut args = OpArgs::Norm(NormArgs {
-            input: x.view(),
-            weight: w1.view(),
-            bias: None,
-            output: y.view_mut(),
-            eps: 1e-6,
-            residual: None,
-        });
+        let mut args = OpArgs::Norm(NormArgs::new(x.view(), w1.view(), y.view_mut(), 1e-6));
         let refused = block.call(&mut args).unwrap_err();
         assert!(refused.to_string().contains(&other.device().to_string()), "{refused}");
     } else {

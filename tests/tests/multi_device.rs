@@ -61,14 +61,7 @@ fn run_on(dispatcher: &ConfigDrivenDispatcher, device: Device, tp_size: Option<u
     let x = Tensor::from_f32(&[1.0; 8], &[2, 4], DType::F32).expect("x");
     let w = Tensor::from_f32(&[1.0; 4], &[4], DType::F32).expect("w");
     let mut y = Tensor::zeros(&[2, 4], DType::F32).expect("y");
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: y.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
     let context = SelectionContext {
         device: Some(device),
         platform: Some(device.platform()),

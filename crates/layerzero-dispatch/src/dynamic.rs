@@ -381,7 +381,7 @@ impl EngineDispatch {
 /// let rms_norm = dispatcher.prepare(OperationType::NormRms.into(), &context)?;
 /// for _ in 0..3 {
 ///     let mut args =
-///         OpArgs::Norm(NormArgs { input: x.view(), weight: w.view(), bias: None, output: y.view_mut(), eps: 1e-6, residual: None });
+///         OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
 ///     let result = rms_norm.dispatch(&mut args)?;
 ///     assert_eq!(result.kernel_id, rms_norm.kernel());
 /// }

@@ -649,7 +649,7 @@ impl OrchestratorTelemetry {
 /// let input = Tensor::zeros(&[1, 4], DType::F32)?;
 /// let weight = Tensor::zeros(&[4], DType::F32)?;
 /// let mut out = Tensor::zeros(&[1, 4], DType::F32)?;
-/// let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output: out.view_mut(), eps: 1e-6, residual: None });
+/// let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), out.view_mut(), 1e-6));
 /// let op = OperationType::NormRms.into();
 /// assert_eq!(orchestrator.dispatch(op, &mut args, None)?.kernel_id.as_str(), "doc_orch_pinned");
 /// // This call only: DYNAMIC, where priorities decide.

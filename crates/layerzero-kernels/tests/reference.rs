@@ -38,15 +38,7 @@ fn norms_match_the_reference() {
                 assert_close(&format!("layer_norm {rows}x{hidden} bias={with_bias}"), &out, &want);
             }
             let mut out = poisoned(&[rows, hidden], dtype);
-            rms_norm(&mut NormArgs {
-                input: x.view(),
-                weight: w.view(),
-                bias: None,
-                output: out.view_mut(),
-                eps: 1e-6,
-                residual: None,
-            })
-            .unwrap();
+            rms_norm(&mut NormArgs::new(x.view(), w.view(), out.view_mut(), 1e-6)).unwrap();
             assert_close(&format!("rms_norm {rows}x{hidden}"), &out, &reference::rms_norm(&xr, &wr, hidden, 1e-6));
         }
     }
@@ -83,15 +75,7 @@ fn rms_norm_with_a_residual_matches_the_reference_fused_and_unfused() {
                 // The sum is stored rounded to the dtype, and that stored sum is what is
                 // normalised: a plain rms_norm of residual.output gives the same bits.
                 let mut again = poisoned(&[rows, hidden], dtype);
-                rms_norm(&mut NormArgs {
-                    input: stream.view(),
-                    weight: w.view(),
-                    bias: None,
-                    output: again.view_mut(),
-                    eps: 1e-6,
-                    residual: None,
-                })
-                .unwrap();
+                rms_norm(&mut NormArgs::new(stream.view(), w.view(), again.view_mut(), 1e-6)).unwrap();
                 assert_eq!(out.to_f32_vec().unwrap(), again.to_f32_vec().unwrap(), "{what} {dtype}");
                 outputs.push((out.to_f32_vec().unwrap(), stream.to_f32_vec().unwrap()));
             }
@@ -128,15 +112,7 @@ fn rms_norm_of_a_higher_rank_input_normalises_the_last_dimension() {
     let x = Tensor::from_f32(&[3.0, 4.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0], &[2, 2, 2], DType::F32).unwrap();
     let w = Tensor::from_f32(&[1.0, 2.0], &[2], DType::F32).unwrap();
     let mut out = poisoned(&[2, 2, 2], DType::F32);
-    rms_norm(&mut NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: out.view_mut(),
-        eps: 0.0,
-        residual: None,
-    })
-    .unwrap();
+    rms_norm(&mut NormArgs::new(x.view(), w.view(), out.view_mut(), 0.0)).unwrap();
     let got = out.to_f32_vec().unwrap();
     let r = (12.5f32).sqrt();
     assert_eq!(&got[..2], &[3.0 / r, 8.0 / r]);

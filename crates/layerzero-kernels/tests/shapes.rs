@@ -116,17 +116,17 @@ proptest! {
         let (x, xr) = tensor(&random(&mut rng, rows * hidden), &[rows, hidden], DType::F32);
         let (w, wr) = tensor(&random(&mut rng, hidden), &[hidden], DType::F32);
         let mut out = poisoned(&[rows, hidden], DType::F32);
-        rms_norm(&mut NormArgs { input: x.view(), weight: w.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual: None }).unwrap();
+        rms_norm(&mut NormArgs::new(x.view(), w.view(), out.view_mut(), 1e-5)).unwrap();
         let err = relative_error(&out.to_f32_vec().unwrap(), &reference::rms_norm(&xr, &wr, hidden, 1e-5));
         prop_assert!(err <= 1e-5);
 
         let bad_weight = Tensor::zeros(&[hidden + delta], DType::F32).unwrap();
         let mut out = poisoned(&[rows, hidden], DType::F32);
-        let args = NormArgs { input: x.view(), weight: bad_weight.view(), bias: None, output: out.view_mut(), eps: 1e-5, residual: None };
+        let args = NormArgs::new(x.view(), bad_weight.view(), out.view_mut(), 1e-5);
         let result = layer_norm(&mut { args });
         prop_assert!(is_typed_error(result));
         let mut bad_out = poisoned(&[rows + delta, hidden], DType::F32);
-        let args = NormArgs { input: x.view(), weight: w.view(), bias: None, output: bad_out.view_mut(), eps: 1e-5, residual: None };
+        let args = NormArgs::new(x.view(), w.view(), bad_out.view_mut(), 1e-5);
         let result = rms_norm(&mut { args });
         prop_assert!(is_typed_error(result));
     }
@@ -230,15 +230,7 @@ fn mixed_dtypes_are_invalid_arguments_that_name_both() {
     let x = Tensor::zeros(&[2, 4], DType::F32).unwrap();
     let w = Tensor::zeros(&[4], DType::BF16).unwrap();
     let mut out = Tensor::zeros(&[2, 4], DType::F32).unwrap();
-    let err = rms_norm(&mut NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: out.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    })
-    .unwrap_err();
+    let err = rms_norm(&mut NormArgs::new(x.view(), w.view(), out.view_mut(), 1e-6)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid argument: cpu.rms_norm: weight must have the dtype of input (float32), it has bfloat16"
@@ -250,14 +242,7 @@ fn unsupported_dtypes_and_strided_outputs_are_refused() {
     let x = Tensor::zeros(&[2, 4], DType::F64).unwrap();
     let w = Tensor::zeros(&[4], DType::F64).unwrap();
     let mut out = Tensor::zeros(&[2, 4], DType::F64).unwrap();
-    let result = rms_norm(&mut NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: out.view_mut(),
-        eps: 1e-6,
-        residual: None,
-    });
+    let result = rms_norm(&mut NormArgs::new(x.view(), w.view(), out.view_mut(), 1e-6));
     assert!(matches!(result, Err(KernelError::Unsupported(ref m)) if m.contains("float64")), "{result:?}");
 
     let a = Tensor::zeros(&[2, 2], DType::F32).unwrap();
@@ -298,14 +283,7 @@ fn bad_flags_are_invalid_arguments() {
         residual: None,
     });
     assert!(matches!(result, Err(KernelError::InvalidArgument(ref m)) if m.contains("no bias")));
-    let result = layer_norm(&mut NormArgs {
-        input: x.view(),
-        weight: w.view(),
-        bias: None,
-        output: out.view_mut(),
-        eps: -1.0,
-        residual: None,
-    });
+    let result = layer_norm(&mut NormArgs::new(x.view(), w.view(), out.view_mut(), -1.0));
     assert!(matches!(result, Err(KernelError::InvalidArgument(ref m)) if m.contains("eps")));
 }
 

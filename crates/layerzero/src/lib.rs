@@ -25,7 +25,7 @@
 //! let input = Tensor::from_f32(&[3.0, 4.0], &[1, 2], DType::F32)?;
 //! let weight = Tensor::from_f32(&[1.0, 1.0], &[2], DType::F32)?;
 //! let mut out = Tensor::zeros(&[1, 2], DType::F32)?;
-//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output: out.view_mut(), eps: 0.0, residual: None });
+//! let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), out.view_mut(), 0.0));
 //! let result = dispatch(OperationType::NormRms, &mut args, None)?;
 //! assert!(!result.was_fallback);
 //! let rms = (12.5f32).sqrt(); // sqrt((9 + 16) / 2)

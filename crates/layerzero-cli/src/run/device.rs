@@ -267,14 +267,7 @@ fn rms_norm<T: FloatElement + Default>(
     weight: &Weight<T>,
 ) -> Result<Tensor, CliError> {
     let mut out = zeros::<T>(ds.gpu, x.dims())?;
-    let mut args = OpArgs::Norm(NormArgs {
-        input: x.view(),
-        weight: weight.device.view(),
-        bias: None,
-        output: out.view_mut(),
-        eps: ds.step.eps,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(x.view(), weight.device.view(), out.view_mut(), ds.step.eps));
     recorder.run(phase, stage, OperationType::NormRms, index, &mut args)?;
     if recorder.check {
         let expected = reference::rms_norm(&widen(&download::<T>(x)?), &widen(&weight.host), f64::from(ds.step.eps));

@@ -276,14 +276,7 @@ mod tests {
         let mut y = layerzero_types::Tensor::zeros(&[1, 8], DType::F32).unwrap();
         let block = registry.get_by_name("cuda.rms_norm.block").unwrap().id;
         let code = registry.implementation(block).unwrap();
-        let mut args = layerzero_types::OpArgs::Norm(NormArgs {
-            input: x.view(),
-            weight: w.view(),
-            bias: None,
-            output: y.view_mut(),
-            eps: 1e-6,
-            residual: None,
-        });
+        let mut args = layerzero_types::OpArgs::Norm(NormArgs::new(x.view(), w.view(), y.view_mut(), 1e-6));
         let refused = code.call(&mut args).unwrap_err();
         assert!(matches!(&refused, KernelError::InvalidArgument(m) if m.contains("got one on cpu")), "{refused}");
         // layer_norm refuses a residual before it looks for a device.
