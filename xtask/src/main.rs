@@ -40,8 +40,12 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// The NVRTC library folder and the CUDA headers folder of the PyPI wheels.
+/// The NVRTC library folder and the CUDA headers folder of the PyPI wheels (or of
+/// `LZ_NVRTC_LIB` and `LZ_CUDA_INCLUDE` when both are set: to try another NVRTC).
 fn nvrtc_folders() -> Result<(PathBuf, PathBuf), String> {
+    if let (Some(lib), Some(include)) = (env::var_os("LZ_NVRTC_LIB"), env::var_os("LZ_CUDA_INCLUDE")) {
+        return Ok((PathBuf::from(lib), PathBuf::from(include)));
+    }
     let output = Command::new("python3")
         .args(["-c", "import site; print('\\n'.join(site.getsitepackages()))"])
         .output()
