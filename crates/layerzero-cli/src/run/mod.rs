@@ -314,6 +314,35 @@ fn execute_cuda<T: FloatElement + Default>(
     Ok(Outcome { rows: recorder.rows, output, decode_output, elapsed: start.elapsed() })
 }
 
+/// [`execute`] in `--dtype`.
+fn execute_in_dtype(
+    model: &Model,
+    args: &RunArgs,
+    dispatch: &crate::dispatcher::Dispatch,
+    check: bool,
+) -> Result<Outcome, CliError> {
+    match args.dtype {
+        DType::F16 => execute::<half::f16>(model, args, dispatch, check),
+        DType::BF16 => execute::<half::bf16>(model, args, dispatch, check),
+        _ => execute::<f32>(model, args, dispatch, check),
+    }
+}
+
+/// [`execute_cuda`] in `--dtype`.
+#[cfg(feature = "cuda")]
+fn execute_cuda_in_dtype(
+    model: &Model,
+    args: &RunArgs,
+    dispatch: &crate::dispatcher::Dispatch,
+    gpus: &device::Gpus,
+) -> Result<Outcome, CliError> {
+    match args.dtype {
+        DType::F16 => execute_cuda::<half::f16>(model, args, dispatch, gpus),
+        DType::BF16 => execute_cuda::<half::bf16>(model, args, dispatch, gpus),
+        _ => execute_cuda::<f32>(model, args, dispatch, gpus),
+    }
+}
+
 /// The run on `--device`: the CPU run alone, or for a GPU the CPU run of the same weights
 /// (the reference), then the GPU run, with the largest relative difference between their
 /// outputs (prefill, decode).
@@ -322,11 +351,7 @@ fn execute_on_device(
     args: &RunArgs,
 ) -> Result<(Outcome, crate::dispatcher::Dispatch, Option<DeviceReport>), CliError> {
     let options = DispatchOptions { config: args.config.clone(), mode: args.mode };
-    let on_cpu = |dispatch: &crate::dispatcher::Dispatch, check| match args.dtype {
-        DType::F16 => execute::<half::f16>(model, args, dispatch, check),
-        DType::BF16 => execute::<half::bf16>(model, args, dispatch, check),
-        _ => execute::<f32>(model, args, dispatch, check),
-    };
+    let on_cpu = |dispatch: &crate::dispatcher::Dispatch, check| execute_in_dtype(model, args, dispatch, check);
     match args.device {
         Device::Cpu => {
             let dispatch = build_dispatcher(&options)?;
@@ -343,11 +368,7 @@ fn execute_on_device(
             let cpu = on_cpu(&build_dispatcher(&options)?, false)?;
             device::register(&gpus)?;
             let dispatch = build_dispatcher(&options)?;
-            let outcome = match args.dtype {
-                DType::F16 => execute_cuda::<half::f16>(model, args, &dispatch, &gpus)?,
-                DType::BF16 => execute_cuda::<half::bf16>(model, args, &dispatch, &gpus)?,
-                _ => execute_cuda::<f32>(model, args, &dispatch, &gpus)?,
-            };
+            let outcome = execute_cuda_in_dtype(model, args, &dispatch, &gpus)?;
             let against = |gpu: &[f32], cpu: &[f32]| {
                 let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
                 reference::max_rel_error(&widen(gpu), &widen(cpu))

@@ -13,9 +13,9 @@
 use std::io::Write;
 use std::time::Instant;
 
-use layerzero::types::{DType, Device};
+use layerzero::types::Device;
 
-use super::{Model, Outcome, RunArgs, default_tolerance, execute, format_duration, reference};
+use super::{Model, Outcome, RunArgs, default_tolerance, execute_in_dtype, format_duration, reference};
 use crate::dispatcher::{Dispatch, DispatchOptions, build_dispatcher};
 use crate::error::CliError;
 use crate::table::{Table, colour_enabled, status};
@@ -63,11 +63,7 @@ fn run_on(
     #[cfg(feature = "cuda")] cards: &Cards,
 ) -> Result<Outcome, CliError> {
     match device {
-        Device::Cpu => match args.dtype {
-            DType::F16 => execute::<half::f16>(model, args, dispatch, check),
-            DType::BF16 => execute::<half::bf16>(model, args, dispatch, check),
-            _ => execute::<f32>(model, args, dispatch, check),
-        },
+        Device::Cpu => execute_in_dtype(model, args, dispatch, check),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda(_) => Err(super::no_cuda_build()),
         #[cfg(feature = "cuda")]
@@ -77,11 +73,7 @@ fn run_on(
                 None => return Err(CliError::usage(format!("{device} was not opened"))),
             };
             let args = RunArgs { no_check: !check, ..args.clone() };
-            match args.dtype {
-                DType::F16 => super::execute_cuda::<half::f16>(model, &args, dispatch, &gpus),
-                DType::BF16 => super::execute_cuda::<half::bf16>(model, &args, dispatch, &gpus),
-                _ => super::execute_cuda::<f32>(model, &args, dispatch, &gpus),
-            }
+            super::execute_cuda_in_dtype(model, &args, dispatch, &gpus)
         }
     }
 }
