@@ -56,14 +56,7 @@ fn measure(threads: usize, call: Call) -> (f64, f64) {
                 let weight = Tensor::zeros(&[4], DType::F32).expect("a small tensor");
                 let mut out = [0f32; 8];
                 let output = TensorViewMut::from_slice(&mut out, &[2, 4]).expect("8 elements");
-                let mut args = OpArgs::Norm(NormArgs {
-                    input: input.view(),
-                    weight: weight.view(),
-                    bias: None,
-                    output,
-                    eps: 1e-6,
-                    residual: None,
-                });
+                let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
                 for _ in 0..SAMPLES / 10 {
                     call(&mut args); // warm up: caches, tables, thread shards
                 }
@@ -223,14 +216,7 @@ fn bench_context() -> SelectionContext {
     let weight = Tensor::zeros(&[4], DType::F32).expect("a small tensor");
     let mut out = [0f32; 8];
     let output = TensorViewMut::from_slice(&mut out, &[2, 4]).expect("8 elements");
-    let args = OpArgs::Norm(NormArgs {
-        input: input.view(),
-        weight: weight.view(),
-        bias: None,
-        output,
-        eps: 1e-6,
-        residual: None,
-    });
+    let args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
     args.context().expect("a context")
 }
 

@@ -120,14 +120,7 @@ fn bench_dispatch_hit(c: &mut Criterion) {
     for (name, dispatcher) in [("config", &plain as &dyn Dispatcher), ("hot_reload", &hot as &dyn Dispatcher)] {
         group.bench_function(name, |b| {
             let output = TensorViewMut::from_slice(&mut out, &[1, 8]).unwrap();
-            let mut args = OpArgs::Norm(NormArgs {
-                input: input.view(),
-                weight: weight.view(),
-                bias: None,
-                output,
-                eps: 1e-6,
-                residual: None,
-            });
+            let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
             b.iter(|| black_box(dispatcher.dispatch(rms, &mut args, Some(&context)).unwrap()))
         });
     }

@@ -115,14 +115,7 @@ fn dispatch_checked(
     let weight_t = Tensor::from_vec(weight.clone(), &[HIDDEN]).unwrap();
     let mut out = vec![f32::NAN; 2 * HIDDEN];
     let output = TensorViewMut::from_slice(&mut out, &[2, HIDDEN]).unwrap();
-    let mut args = OpArgs::Norm(NormArgs {
-        input: input.view(),
-        weight: weight_t.view(),
-        bias: None,
-        output,
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight_t.view(), output, 1e-6));
     let result = dispatcher.dispatch(RMS, &mut args, None);
     if result.is_ok() {
         for (i, got) in out.iter().enumerate() {

@@ -171,14 +171,7 @@ fn dispatch_once(dispatcher: &dyn Dispatcher, kernels: &Kernels) -> DispatchResu
     let weight = Tensor::from_vec(vec![1f32; HIDDEN], &[HIDDEN]).unwrap();
     let mut out = vec![f32::NAN; 2 * HIDDEN];
     let output = TensorViewMut::from_slice(&mut out, &[2, HIDDEN]).unwrap();
-    let mut args = OpArgs::Norm(NormArgs {
-        input: input.view(),
-        weight: weight.view(),
-        bias: None,
-        output,
-        eps: 1e-6,
-        residual: None,
-    });
+    let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
     let result = dispatcher.dispatch(RMS, &mut args, None).unwrap();
     let index = kernels.ids.iter().position(|k| *k == result.kernel_id).expect("a kernel of a valid config ran");
     assert!(out.iter().all(|v| *v == index as f32 + 1.0), "output of {} is its marker", result.kernel_id);
@@ -532,14 +525,7 @@ fn the_grace_period_waits_for_calls_started_on_the_old_config() {
         let weight = Tensor::from_vec(vec![1f32; HIDDEN], &[HIDDEN]).unwrap();
         let mut out = vec![0f32; HIDDEN];
         let output = TensorViewMut::from_slice(&mut out, &[1, HIDDEN]).unwrap();
-        let mut args = OpArgs::Norm(NormArgs {
-            input: input.view(),
-            weight: weight.view(),
-            bias: None,
-            output,
-            eps: 1e-6,
-            residual: None,
-        });
+        let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
         let kernel = dispatcher.dispatch(RMS, &mut args, None).unwrap().kernel_id;
         (kernel, out[0])
     };

@@ -130,14 +130,7 @@ fn every_cuda_kernel_through_the_dispatcher_matches_the_cpu_kernel() {
                     Tensor::zeros(&[rows, hidden], dtype).unwrap(),
                     false,
                     Box::new(|t: &[Tensor], output| {
-                        OpArgs::Norm(NormArgs {
-                            input: t[0].view(),
-                            weight: t[1].view(),
-                            bias: None,
-                            output,
-                            eps: 1e-6,
-                            residual: None,
-                        })
+                        OpArgs::Norm(NormArgs::new(t[0].view(), t[1].view(), output, 1e-6))
                     }),
                 ),
                 Some(OperationType::NormLayer) => (

@@ -229,7 +229,7 @@ pub(crate) fn bench(config: Option<PathBuf>, time_ms: u64, json: bool) -> Result
             ) else {
                 return false;
             };
-            f(&mut OpArgs::Norm(NormArgs { input, weight, bias: None, output, eps: 1e-6, residual: None }))
+            f(&mut OpArgs::Norm(NormArgs::new(input, weight, output, 1e-6)))
         })
     };
     bar.set_message("direct call");

@@ -81,7 +81,7 @@
 //! let weight = Tensor::zeros(&[4], DType::F32)?;
 //! let mut out = vec![0f32; 8];
 //! let output = TensorViewMut::from_slice(&mut out, &[2, 4])?;
-//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6, residual: None });
+//! let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
 //! let result = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None)?;
 //! assert_eq!((result.kernel_id.as_str(), result.was_fallback), ("doc_rms_plain", true));
 //! # let _ = args; // `args` borrows `out`; its last use is above.
@@ -321,14 +321,7 @@ mod tests {
         let weight = Tensor::zeros(&[4], DType::F32).unwrap();
         let mut out = vec![0f32; 4];
         let output = TensorViewMut::from_slice(&mut out, &[1, 4]).unwrap();
-        let mut args = OpArgs::Norm(NormArgs {
-            input: input.view(),
-            weight: weight.view(),
-            bias: None,
-            output,
-            eps: 1e-6,
-            residual: None,
-        });
+        let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
         let result = router.dispatch(OperationType::NormRms.into(), &mut args, None).unwrap();
         assert_eq!(result.kernel_id.as_str(), "hand_router_rms");
         let err = router.dispatch(OperationType::NormLayer.into(), &mut args, None).unwrap_err();

@@ -238,7 +238,7 @@ impl Dispatcher for StaticDispatcher {
 /// let weight = Tensor::zeros(&[4], DType::F32)?;
 /// let mut out = vec![0f32; 8];
 /// let output = TensorViewMut::from_slice(&mut out, &[2, 4])?;
-/// let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6, residual: None });
+/// let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
 /// let result = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None)?;
 /// assert_eq!(result.kernel_id.as_str(), "doc_static_rms");
 /// assert!(!result.was_fallback);

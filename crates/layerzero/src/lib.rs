@@ -61,7 +61,7 @@
 //! let weight = Tensor::zeros(&[4], DType::F32)?;
 //! let mut out = vec![0f32; 8];
 //! let output = TensorViewMut::from_slice(&mut out, &[2, 4])?;
-//! let mut args = OpArgs::Norm(NormArgs { input: input.view(), weight: weight.view(), bias: None, output, eps: 1e-6, residual: None });
+//! let mut args = OpArgs::Norm(NormArgs::new(input.view(), weight.view(), output, 1e-6));
 //! ProdRouter.dispatch(OperationType::NormRms, &mut args)?;
 //! assert_eq!(out, [1.0; 8]);
 //! assert_eq!(ProdRouter::KERNELS, [(OperationType::NormRms, "rms_norm_warp")]);
