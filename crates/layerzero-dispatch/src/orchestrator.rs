@@ -404,7 +404,9 @@ impl DispatchOrchestrator {
         if let Ok(Some(result)) = copied {
             return result;
         }
-        let table = self.table.load_full();
+        // A guard, cloned into an `Arc` only when this thread keeps a copy (not for a
+        // dispatch nested in a kernel, which finds the copies borrowed).
+        let table = self.table.load();
         let _ = TABLES.try_with(|tables| {
             if let Ok(mut tables) = tables.try_borrow_mut()
                 && let Some(entry) = tables.get_mut(slot)
