@@ -19,10 +19,13 @@
 
 using namespace lz;
 
+// The pointer and stride arguments every norm entry point and device function passes on.
+#define LZ_NORM_PASS x, x_stride, residual, residual_stride, residual_out, residual_out_stride, weight, y, y_stride
+
 // Loads this thread's packs of `row` (packs first, first + step, ... below `packs`) into
 // `regs`, adding the residual and storing the sum to residual_out when there is one, and
 // returns the thread's share of the row's sum of squares.
-template <typename T, int V>
+template <typename T, int V, bool RESIDUAL>
 __device__ __forceinline__ float load_row(Pack<T> (&regs)[V], const T* __restrict__ x, long x_stride,
                                           const T* __restrict__ residual, long residual_stride,
                                           T* __restrict__ residual_out, long residual_out_stride, long row, int packs,
@@ -35,7 +38,7 @@ __device__ __forceinline__ float load_row(Pack<T> (&regs)[V], const T* __restric
         const int p = first + i * step;
         if (p < packs) {
             P v = xr[p];
-            if (residual != nullptr) {
+            if constexpr (RESIDUAL) {
                 const P r = reinterpret_cast<const P*>(residual + row * residual_stride)[p];
 #pragma unroll
                 for (int k = 0; k < P::N; ++k) v.v[k] = from_float<T>(to_float(v.v[k]) + to_float(r.v[k]));
@@ -52,42 +55,89 @@ __device__ __forceinline__ float load_row(Pack<T> (&regs)[V], const T* __restric
     return sum_sq;
 }
 
-// Writes regs · inv_rms · weight to this thread's packs of `row` in y.
+// Whether a thread holding V packs of a row also loads its packs of the weight (and bias)
+// before the reductions, so that those loads (L2 hits after the first rows) are in flight
+// with the row's rather than waited for after the barrier. Only for V ≤ 2: with V = 4 it
+// is far slower, likely from register pressure under __launch_bounds__(1024) (measured on
+// the H100, bf16 GB/s: rms_norm 16384×4096 V = 2 2834 → 2851, 65536×4096 2981 → 3003;
+// V = 4 2834 → 2081). layer_norm does not preload (see there).
+template <int V> constexpr bool PRELOAD = V <= 2;
+
+// Loads this thread's packs (first, first + step, ... below `packs`) of a row-long vector
+// (the weight, the bias) when PRELOAD<V>; otherwise leaves `regs` to be unused.
 template <typename T, int V>
-__device__ __forceinline__ void store_row(const Pack<T> (&regs)[V], const T* __restrict__ weight, T* __restrict__ y,
-                                          long y_stride, long row, int packs, int first, int step, float inv_rms) {
+__device__ __forceinline__ void preload_vector(Pack<T> (&regs)[V], const T* __restrict__ v, int packs, int first, int step) {
+    if constexpr (PRELOAD<V>) {
+        using P = Pack<T>;
+        const P* vr = reinterpret_cast<const P*>(v);
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            const int p = first + i * step;
+            if (p < packs) regs[i] = vr[p];
+        }
+    }
+}
+
+// Pack i (at p) of a row-long vector: preloaded, or loaded now.
+template <typename T, int V>
+__device__ __forceinline__ Pack<T> vector_pack(const Pack<T> (&regs)[V], const T* __restrict__ v, int i, int p) {
+    if constexpr (PRELOAD<V>) return regs[i];
+    else return reinterpret_cast<const Pack<T>*>(v)[p];
+}
+
+// Writes regs · inv_rms · weight to this thread's packs of `row` in y (`w`: the weight's
+// packs, when preloaded).
+template <typename T, int V>
+__device__ __forceinline__ void store_row(const Pack<T> (&regs)[V], const Pack<T> (&w)[V], const T* __restrict__ weight,
+                                          T* __restrict__ y, long y_stride, long row, int packs, int first, int step,
+                                          float inv_rms) {
     using P = Pack<T>;
-    const P* wr = reinterpret_cast<const P*>(weight);
     P* yr = reinterpret_cast<P*>(y + row * y_stride);
 #pragma unroll
     for (int i = 0; i < V; ++i) {
         const int p = first + i * step;
         if (p < packs) {
-            const P w = wr[p];
+            const P wv = vector_pack<T, V>(w, weight, i, p);
             P out;
 #pragma unroll
-            for (int k = 0; k < P::N; ++k) out.v[k] = from_float<T>(to_float(regs[i].v[k]) * inv_rms * to_float(w.v[k]));
+            for (int k = 0; k < P::N; ++k) out.v[k] = from_float<T>(to_float(regs[i].v[k]) * inv_rms * to_float(wv.v[k]));
             yr[p] = out;
         }
     }
 }
 
-template <typename T, int V>
-__device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+template <typename T, int V, bool RESIDUAL>
+__device__ __forceinline__ void rms_norm_block_body(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
                                                long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
                                                const T* __restrict__ weight, T* __restrict__ y, long y_stride, int hidden,
                                                float eps) {
     const long row = blockIdx.x;
     const int packs = hidden / Pack<T>::N;
     Pack<T> regs[V];
-    const float sum_sq = load_row<T, V>(regs, x, x_stride, residual, residual_stride, residual_out,
+    const float sum_sq = load_row<T, V, RESIDUAL>(regs, x, x_stride, residual, residual_stride, residual_out,
                                         residual_out_stride, row, packs, threadIdx.x, blockDim.x);
+    Pack<T> w[V];
+    preload_vector<T, V>(w, weight, packs, threadIdx.x, blockDim.x);
     const float inv_rms = rsqrtf(block_sum(sum_sq) / hidden + eps);
-    store_row<T, V>(regs, weight, y, y_stride, row, packs, threadIdx.x, blockDim.x, inv_rms);
+    store_row<T, V>(regs, w, weight, y, y_stride, row, packs, threadIdx.x, blockDim.x, inv_rms);
 }
 
+// The residual's presence is uniform over the launch: branching once here gives each case
+// its own straight code (a test of `residual` inside the load loop cost rms_norm ~1% of
+// bandwidth on the H100, and the same test of `bias` cost layer_norm ~2.5%).
 template <typename T, int V>
-__device__ __forceinline__ void rms_norm_warp(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+__device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+                                               long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
+                                               const T* __restrict__ weight, T* __restrict__ y, long y_stride, int hidden,
+                                               float eps) {
+    if (residual != nullptr)
+        rms_norm_block_body<T, V, true>(LZ_NORM_PASS, hidden, eps);
+    else
+        rms_norm_block_body<T, V, false>(LZ_NORM_PASS, hidden, eps);
+}
+
+template <typename T, int V, bool RESIDUAL>
+__device__ __forceinline__ void rms_norm_warp_body(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
                                               long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
                                               const T* __restrict__ weight, T* __restrict__ y, long y_stride, int rows,
                                               int hidden, float eps) {
@@ -96,10 +146,23 @@ __device__ __forceinline__ void rms_norm_warp(const T* __restrict__ x, long x_st
     const int lane = threadIdx.x & 31;
     const int packs = hidden / Pack<T>::N;
     Pack<T> regs[V];
-    const float sum_sq = load_row<T, V>(regs, x, x_stride, residual, residual_stride, residual_out,
+    const float sum_sq = load_row<T, V, RESIDUAL>(regs, x, x_stride, residual, residual_stride, residual_out,
                                         residual_out_stride, row, packs, lane, 32);
+    Pack<T> w[V];
+    preload_vector<T, V>(w, weight, packs, lane, 32);
     const float inv_rms = rsqrtf(warp_sum(sum_sq) / hidden + eps);
-    store_row<T, V>(regs, weight, y, y_stride, row, packs, lane, 32, inv_rms);
+    store_row<T, V>(regs, w, weight, y, y_stride, row, packs, lane, 32, inv_rms);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void rms_norm_warp(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+                                              long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
+                                              const T* __restrict__ weight, T* __restrict__ y, long y_stride, int rows,
+                                              int hidden, float eps) {
+    if (residual != nullptr)
+        rms_norm_warp_body<T, V, true>(LZ_NORM_PASS, rows, hidden, eps);
+    else
+        rms_norm_warp_body<T, V, false>(LZ_NORM_PASS, rows, hidden, eps);
 }
 
 template <typename T>
@@ -130,7 +193,6 @@ __device__ __forceinline__ void rms_norm_scalar(const T* __restrict__ x, long x_
 #define LZ_NORM_ARGS(T)                                                                                         \
     const T *x, long x_stride, const T *residual, long residual_stride, T *residual_out, long residual_out_stride, \
         const T *weight, T *y, long y_stride, int rows, int hidden, float eps
-#define LZ_NORM_PASS x, x_stride, residual, residual_stride, residual_out, residual_out_stride, weight, y, y_stride
 
 #define LZ_RMS_NORM(NAME, T)                                                                                            \
     extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v1(LZ_NORM_ARGS(T)) { rms_norm_block<T, 1>(LZ_NORM_PASS, hidden, eps); } \
@@ -152,26 +214,26 @@ LZ_RMS_NORM(f32, float)
 // and written once. Needs hidden % packsize == 0, 16-byte aligned rows, hidden ≤
 // 1024·V·packsize. Bytes moved: rows·hidden read and written, plus weight and bias.
 // layer_norm_scalar_<dtype>: any hidden and alignment, reads x three times.
-template <typename T, int V>
-__device__ __forceinline__ void layer_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ weight,
+template <typename T, int V, bool BIAS>
+__device__ __forceinline__ void layer_norm_block_body(const T* __restrict__ x, long x_stride, const T* __restrict__ weight,
                                                  const T* __restrict__ bias, T* __restrict__ y, long y_stride, int hidden,
                                                  float eps) {
     using P = Pack<T>;
     const long row = blockIdx.x;
     const int packs = hidden / P::N;
     const P* xr = reinterpret_cast<const P*>(x + row * x_stride);
-    float vals[V][P::N];
+    // The row stays in registers as loaded (converting again is exact and cheap). The
+    // weight and bias are loaded after the reductions: preloading them (PRELOAD) costs
+    // layer_norm ~6% on the H100 (bf16 16384×4096: 2822-2838 → 2634-2662 GB/s).
+    P regs[V];
     float sum = 0.f;
 #pragma unroll
     for (int i = 0; i < V; ++i) {
         const int p = threadIdx.x + i * blockDim.x;
         if (p < packs) {
-            const P v = xr[p];
+            regs[i] = xr[p];
 #pragma unroll
-            for (int k = 0; k < P::N; ++k) {
-                vals[i][k] = to_float(v.v[k]);
-                sum += vals[i][k];
-            }
+            for (int k = 0; k < P::N; ++k) sum += to_float(regs[i].v[k]);
         }
     }
     const float mean = block_sum(sum) / hidden;
@@ -182,31 +244,40 @@ __device__ __forceinline__ void layer_norm_block(const T* __restrict__ x, long x
         if (p < packs) {
 #pragma unroll
             for (int k = 0; k < P::N; ++k) {
-                const float d = vals[i][k] - mean;
+                const float d = to_float(regs[i].v[k]) - mean;
                 sum_sq += d * d;
             }
         }
     }
     const float inv_std = rsqrtf(block_sum(sum_sq) / hidden + eps);
-    const P* wr = reinterpret_cast<const P*>(weight);
-    const P* br = reinterpret_cast<const P*>(bias);
     P* yr = reinterpret_cast<P*>(y + row * y_stride);
 #pragma unroll
     for (int i = 0; i < V; ++i) {
         const int p = threadIdx.x + i * blockDim.x;
         if (p < packs) {
-            const P w = wr[p];
-            P b;
-            if (bias != nullptr) b = br[p];
+            const P wv = reinterpret_cast<const P*>(weight)[p];
+            P bv;
+            if constexpr (BIAS) bv = reinterpret_cast<const P*>(bias)[p];
             P out;
 #pragma unroll
             for (int k = 0; k < P::N; ++k) {
-                const float shift = bias != nullptr ? to_float(b.v[k]) : 0.f;
-                out.v[k] = from_float<T>((vals[i][k] - mean) * inv_std * to_float(w.v[k]) + shift);
+                const float scaled = (to_float(regs[i].v[k]) - mean) * inv_std * to_float(wv.v[k]);
+                out.v[k] = from_float<T>(BIAS ? scaled + to_float(bv.v[k]) : scaled);
             }
             yr[p] = out;
         }
     }
+}
+
+// As rms_norm_block: one uniform branch on the bias, each case straight code.
+template <typename T, int V>
+__device__ __forceinline__ void layer_norm_block(const T* __restrict__ x, long x_stride, const T* __restrict__ weight,
+                                                 const T* __restrict__ bias, T* __restrict__ y, long y_stride, int hidden,
+                                                 float eps) {
+    if (bias != nullptr)
+        layer_norm_block_body<T, V, true>(x, x_stride, weight, bias, y, y_stride, hidden, eps);
+    else
+        layer_norm_block_body<T, V, false>(x, x_stride, weight, bias, y, y_stride, hidden, eps);
 }
 
 template <typename T>

@@ -239,11 +239,13 @@ pub(super) const SWIGLU_ENTRY_POINTS: [&str; 6] = [
     "swiglu_scalar_f32",
 ];
 
-/// Packs each thread of the block variant holds: 2, with as many threads per row as that
-/// takes, up to 1024; 4 or 8 only for rows too long for that; fewer threads for rows under
-/// 64 packs. Measured on the H100 with the bench's `BlockTuned` sweep (bf16 GB/s, packs per
-/// thread 1 / 2 / 4 / 8): 16384×4096 2731 / 2770 / 2729 / 1977, 65536×4096 2894 / 2950 /
-/// 2900 / 2084, 4096×8192 2342 / 2479 / 2452 / 1758.
+/// Packs each thread of the block variant holds: 2 for rows of up to 512 packs (at most
+/// 256 threads; the weight is then loaded before the reduction, see `PRELOAD` in
+/// norm.cu), 4 up to 4096 packs, 8 beyond; fewer threads for rows under 64 packs.
+/// Measured on the H100 with the bench's `BlockTuned` sweep (bf16 GB/s, packs per thread
+/// 1 / 2 / 4 / 8): 16384×4096 (512 packs) 2767 / 2832 / 2838 / 1965 before the preload,
+/// 2853 with it at 2; 4096×8192 (1024 packs) 2459 / 2498 / 2633 / 1792 (with the preload
+/// at 2, 512 threads).
 ///
 /// The fused residual add ([`residual_block_packs_per_thread`]) does better with one pack
 /// per thread.
@@ -251,7 +253,7 @@ fn block_packs_per_thread(packs: usize) -> Option<usize> {
     match packs {
         p if p > 8 * 1024 => None,
         p if p > 4 * 1024 => Some(8),
-        p if p > 2 * 1024 => Some(4),
+        p if p > 512 => Some(4),
         p if p > 32 => Some(2),
         _ => Some(1),
     }
