@@ -137,6 +137,50 @@ fn rms_norm_matches_the_reference() {
     }
 }
 
+/// A launch made after other code changed this thread's current CUDA context (to none,
+/// then to a context of its own) still runs, in the device's context, and gives the right
+/// result: the launch path remembers the context it bound, and a launch that fails because
+/// another is current binds again and retries.
+#[test]
+fn a_launch_survives_another_context_made_current() {
+    use cudarc::driver::sys;
+    let Some(gpu) = gpu() else { return };
+    let (dtype, rows, hidden, eps) = (DType::BF16, 3, 64, 1e-6f32);
+    let x = rounded(&values(rows * hidden, 5), dtype);
+    let w = rounded(&values(hidden, 6), dtype);
+    let mut reference = Vec::with_capacity(rows * hidden);
+    for row in x.chunks(hidden) {
+        let mean_sq = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / hidden as f64;
+        let inv = 1.0 / (mean_sq + f64::from(eps)).sqrt();
+        reference.extend(row.iter().zip(&w).map(|(&v, &w)| f64::from(v) * inv * f64::from(w)));
+    }
+    let (xd, wd) = (upload(&gpu, &x, &[rows, hidden], dtype), upload(&gpu, &w, &[hidden], dtype));
+    // Every output is allocated first: an allocation binds the device's context itself.
+    let mut outputs: Vec<Tensor> = (0..3).map(|_| poisoned(&gpu, &[rows, hidden], dtype)).collect();
+    let mut launch = |i: usize| gpu.rms_norm(RmsNormVariant::Warp, &xd, None, &wd, &mut outputs[i], eps);
+
+    launch(0).expect("a launch with the device's context current");
+    // SAFETY: makes no context current on this thread; nothing else runs on it meanwhile.
+    unsafe { cudarc::driver::result::ctx::set_current(std::ptr::null_mut()) }.expect("unset the context");
+    launch(1).expect("a launch with no context current");
+    let mut device = 0;
+    let mut other: sys::CUcontext = std::ptr::null_mut();
+    // SAFETY: both write through pointers to live locals; creating a context makes it
+    // current on this thread, and it is destroyed below, after the launch.
+    unsafe {
+        sys::cuDeviceGet(&mut device, 0).result().expect("device 0");
+        sys::cuCtxCreate_v4(&mut other, std::ptr::null_mut(), 0, device).result().expect("a context of the test's own");
+    }
+    launch(2).expect("a launch with another context current");
+    // SAFETY: `other` was created above and nothing uses it any more.
+    unsafe { sys::cuCtxDestroy_v2(other) }.result().expect("destroy the test's context");
+    gpu.synchronize().unwrap();
+    for (i, y) in outputs.iter().enumerate() {
+        let error = relative_error(&download(y), &reference);
+        assert!(error <= tolerance(dtype), "launch {i}: relative error {error:e}");
+    }
+}
+
 #[test]
 fn swiglu_matches_the_reference() {
     let Some(gpu) = gpu() else { return };

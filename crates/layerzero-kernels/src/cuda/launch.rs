@@ -6,10 +6,11 @@
 //! outside an allocation.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig};
+use cudarc::driver::{CudaFunction, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, sys};
 
 use super::CudaError;
 
@@ -58,13 +59,24 @@ fn param<T>(value: &T) -> *mut c_void {
     (value as *const T).cast_mut().cast()
 }
 
+thread_local! {
+    /// The context this thread last made current for a launch (null: none yet). While it
+    /// is the launch's context, a launch skips cudarc's `bind_to_thread`, whose
+    /// `cuCtxGetCurrent` is a driver call on every launch.
+    static BOUND: Cell<sys::CUcontext> = const { Cell::new(std::ptr::null_mut()) };
+}
+
 /// Queues `function` on `stream` with `params` (one pointer per kernel argument, in order).
 ///
 /// cudarc's `launch_builder` collects the arguments in `Vec`s (a few allocations per
-/// launch); here they are an array on the caller's stack, so a launch costs the context
-/// check and `cuLaunchKernel` alone. The callers take each buffer's address through
-/// `device_ptr` / `device_ptr_mut`, whose guards (dropped after this returns) keep cudarc's
-/// cross-stream ordering exactly as the builder would.
+/// launch) and asks the driver for the current context every time; here the arguments are
+/// an array on the caller's stack, and the context is bound once per thread: the thread
+/// remembers the context it last bound and binds again only for another one. Code outside
+/// LayerZero may change the thread's current context in between; the launch then fails
+/// (the function belongs to a context that is not current) and is retried once after a
+/// real bind, so a launch never runs in, or fails for, the wrong context. The callers take
+/// each buffer's address through `device_ptr` / `device_ptr_mut`, whose guards (dropped
+/// after this returns) keep cudarc's cross-stream ordering exactly as the builder would.
 ///
 /// # Safety
 /// `params` must match the kernel's parameter list in number, order and type, and every
@@ -76,12 +88,19 @@ unsafe fn launch_raw(
     cfg: LaunchConfig,
     params: &mut [*mut c_void],
 ) -> Result<(), CudaError> {
-    // Makes the stream's context current on this thread (one `cuCtxGetCurrent` when it
-    // already is), and reports an error a buffer's `device_ptr` recorded above.
-    stream.context().bind_to_thread().map_err(|e| launch_error(name, cfg, e))?;
+    let ctx = stream.context();
+    // Reports an error a buffer's `device_ptr` recorded above (an atomic swap, no driver
+    // call), as `bind_to_thread` would.
+    ctx.check_err().map_err(|e| launch_error(name, cfg, e))?;
+    let remembered = BOUND.with(Cell::get) == ctx.cu_ctx();
+    if !remembered {
+        bind(ctx).map_err(|e| launch_error(name, cfg, e))?;
+    }
     // SAFETY: the function belongs to a module of the stream's context (both come from the
-    // same `CudaDevice`), which is current; the caller vouches for `params`.
-    unsafe {
+    // same `CudaDevice`), which this thread made current (when `remembered`, at an earlier
+    // launch; a failure because it no longer is leads to the bind and retry below); the
+    // caller vouches for `params`.
+    let mut launch = || unsafe {
         cudarc::driver::result::launch_kernel(
             function.cu_function(),
             cfg.grid_dim,
@@ -90,8 +109,26 @@ unsafe fn launch_raw(
             stream.cu_stream(),
             params,
         )
+    };
+    match launch() {
+        Ok(()) => Ok(()),
+        Err(_) if remembered => {
+            // The current context may have been changed by other code: bind for real and
+            // try once more; an error now is the launch's own.
+            bind(ctx).map_err(|e| launch_error(name, cfg, e))?;
+            launch().map_err(|e| launch_error(name, cfg, e))
+        }
+        Err(e) => Err(launch_error(name, cfg, e)),
     }
-    .map_err(|e| launch_error(name, cfg, e))
+}
+
+/// Makes `ctx` current on this thread (one `cuCtxGetCurrent`, and `cuCtxSetCurrent` when
+/// another context is) and remembers it for [`launch_raw`].
+fn bind(ctx: &cudarc::driver::CudaContext) -> Result<(), cudarc::driver::DriverError> {
+    BOUND.with(|b| b.set(std::ptr::null_mut()));
+    ctx.bind_to_thread()?;
+    BOUND.with(|b| b.set(ctx.cu_ctx()));
+    Ok(())
 }
 
 /// Row-wise buffers of the norm kernels (`norm.cu`), strides in elements.
