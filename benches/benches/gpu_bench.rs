@@ -225,13 +225,14 @@ fn main() {
 /// Host cost per launch of a tiny rms_norm (one row of 64): through LayerZero's checked
 /// entry point, through a DynamicDispatcher with its defaults (the context from the device
 /// views, a selection-cache hit, the breaker, the executor, timing and telemetry; issue
-/// 12's target: at most 1.05x the raw launch), the same with telemetry and timing off and
-/// its prepared call, through a raw cudarc `launch_builder` launch of the same kernel and
-/// arguments, and through `cuLaunchKernel` alone.
+/// 12's target: at most 1.05x the raw launch), the same with timing off (telemetry's
+/// counts only), with telemetry and timing off and its prepared call, through a raw cudarc
+/// `launch_builder` launch of the same kernel and arguments, and through `cuLaunchKernel`
+/// alone; then cudarc's `bind_to_thread` alone.
 ///
 /// Each is timed in batches of 500 launches with the stream drained between batches, so
 /// the launch queue never fills and the figure is the host's, not the card's; 60 batches
-/// each, the six taking turns in a rotating order so that clock or driver drift favours
+/// each, the seven taking turns in a rotating order so that clock or driver drift favours
 /// none; the median batch, per launch.
 fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     let x = random_tensor(gpu, &[1, 64], 13);
@@ -259,15 +260,20 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     let backends = Arc::new(backends);
     let defaults = DispatchConfig::builder().mode(DispatchMode::Dynamic).build().expect("config");
     let quiet = defaults.to_builder().enable_telemetry(false).record_timing(false).build().expect("config");
+    let counts_only = defaults.to_builder().record_timing(false).build().expect("config");
     let dispatcher =
         create_dynamic_dispatcher(Arc::clone(&kernels), Arc::clone(&backends), defaults, true).expect("dispatcher");
-    let untimed = create_dynamic_dispatcher(kernels, backends, quiet, true).expect("dispatcher");
+    let untimed =
+        create_dynamic_dispatcher(Arc::clone(&kernels), Arc::clone(&backends), quiet, true).expect("dispatcher");
+    let counting = create_dynamic_dispatcher(kernels, backends, counts_only, true).expect("dispatcher");
     let mut args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y_dispatch.view_mut(), 1e-6));
     let chosen = dispatcher.dispatch(OperationType::NormRms.into(), &mut args, None).expect("dispatch").kernel_id;
     let context = args.context().expect("a context");
     let prepared = untimed.prepare(OperationType::NormRms.into(), &context).expect("a selection");
     let mut untimed_args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y_untimed.view_mut(), 1e-6));
     let mut prepared_args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y_prepared.view_mut(), 1e-6));
+    let mut y_counting = random_tensor(gpu, &[1, 64], 19);
+    let mut counting_args = OpArgs::Norm(NormArgs::new(x.view(), w.view(), y_counting.view_mut(), 1e-6));
 
     let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
     let (xs, ws) = (x.cuda_bytes().expect("x"), w.cuda_bytes().expect("w"));
@@ -327,11 +333,21 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
     let mut prepared_call = || {
         prepared.dispatch(&mut prepared_args).expect("prepared");
     };
-    let candidates: [&mut dyn FnMut(); 6] =
-        [&mut layerzero, &mut dispatch, &mut raw, &mut bare, &mut dispatch_untimed, &mut prepared_call];
+    let mut dispatch_counting = || {
+        counting.dispatch(OperationType::NormRms.into(), &mut counting_args, None).expect("dispatch");
+    };
+    let candidates: [&mut dyn FnMut(); 7] = [
+        &mut layerzero,
+        &mut dispatch,
+        &mut raw,
+        &mut bare,
+        &mut dispatch_untimed,
+        &mut prepared_call,
+        &mut dispatch_counting,
+    ];
     const BATCH: usize = 500;
     const BATCHES: usize = 60;
-    let mut samples = [const { Vec::new() }; 6];
+    let mut samples = [const { Vec::new() }; 7];
     for batch in 0..BATCHES + 2 {
         for turn in 0..candidates.len() {
             let which = (batch + turn) % candidates.len();
@@ -347,7 +363,7 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         }
     }
     gpu.synchronize().expect("sync");
-    let [layerzero_us, dispatch_us, raw_us, bare_us, untimed_us, prepared_us] = samples.map(|mut s| {
+    let [layerzero_us, dispatch_us, raw_us, bare_us, untimed_us, prepared_us, counting_us] = samples.map(|mut s| {
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
     });
@@ -367,6 +383,24 @@ fn launch_overhead(devices: &Arc<[CudaDevice]>, gpu: &CudaDevice) {
         untimed_us / raw_us,
         prepared_us / raw_us
     );
+    println!(
+        "launch overhead through a DynamicDispatcher, telemetry on and timing off: {counting_us:.2} µs, ratio {:.3}",
+        counting_us / raw_us
+    );
+    // What cudarc's launch path spends asking the driver for the current context (which
+    // LayerZero's launch path does once per thread): `bind_to_thread` alone.
+    let ctx = gpu.stream().context();
+    let mut binds: Vec<f64> = (0..BATCHES)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                ctx.bind_to_thread().expect("bind");
+            }
+            start.elapsed().as_secs_f64() * 1e6 / BATCH as f64
+        })
+        .collect();
+    binds.sort_by(f64::total_cmp);
+    println!("cudarc bind_to_thread (cuCtxGetCurrent) alone: {:.3} µs", binds[binds.len() / 2]);
 }
 
 /// cuBLAS bf16 GEMMs of a Llama-8B layer: prefill (16384 tokens) and a batch-32 decode,

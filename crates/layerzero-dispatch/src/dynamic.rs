@@ -286,7 +286,7 @@ impl EngineDispatch {
         operation: Operation,
         args: &mut OpArgs<'_>,
         context: Option<&SelectionContext>,
-        start: Option<crate::executor::Instant>,
+        start: Option<crate::executor::Tick>,
     ) -> Result<DispatchResult<()>, DispatchError> {
         match context {
             Some(context) => self.dispatch_selected(operation, args, context, start, None),
@@ -314,7 +314,7 @@ impl EngineDispatch {
         operation: Operation,
         args: &mut OpArgs<'_>,
         context: &SelectionContext,
-        start: Option<crate::executor::Instant>,
+        start: Option<crate::executor::Tick>,
         remember: Option<Remember>,
     ) -> Result<DispatchResult<()>, DispatchError> {
         let selection = match self.engine.select_traced(operation, context) {

@@ -6,11 +6,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// The executor's clock: `quanta` reads the CPU's time-stamp counter (a few ns) where
-/// `std::time::Instant` goes through `clock_gettime` (20–25 ns each on the machines
-/// measured), and a timed dispatch reads it three times. Falls back to the OS clock where
-/// the TSC is unusable.
+/// The clock of the fallback budget (off the hot path): `quanta`'s.
 pub(crate) use quanta::Instant;
+
+/// A raw reading of the executor's clock, for a dispatch's timing: a timed dispatch reads
+/// it three times, so each read is the time-stamp counter alone (one `rdtsc`, a few ns,
+/// where `std::time::Instant` goes through `clock_gettime` at 20–25 ns, and
+/// `quanta::Instant::now` adds a thread-local override check and a scaling), converted to
+/// nanoseconds only for the differences recorded. Where the TSC is unusable quanta reads
+/// the OS clock, in nanoseconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tick(u64);
 
 use layerzero_breaker::{CallPermit, CircuitBreakerConfig, CircuitBreakerRegistry, Clock};
 use layerzero_config::DispatchConfig;
@@ -63,6 +69,8 @@ pub(crate) struct Executor {
     fallback_budget: Duration,
     log_fallbacks: bool,
     record_timing: bool,
+    /// The clock [`Tick`]s are read from (quanta's, calibrated once per process).
+    clock: quanta::Clock,
     telemetry_enabled: bool,
     enable_transforms: bool,
     sync_after_execution: bool,
@@ -118,9 +126,9 @@ impl Executor {
     /// An executor with `config`'s fallback, timing, telemetry and breaker settings;
     /// breakers read time from `clock` when one is given.
     pub(crate) fn new(config: &DispatchConfig, clock: Option<Arc<dyn Clock>>) -> Result<Executor, DispatchError> {
-        // The first read of quanta's clock calibrates it against the OS clock (10–20 ms
-        // typically, 200 ms at most, once per process): here, not in the first timed call.
-        let _ = Instant::now();
+        // Making quanta's clock calibrates it against the OS clock (10–20 ms typically,
+        // 200 ms at most, once per process): here, not in the first timed call.
+        let timing_clock = quanta::Clock::new();
         let breakers = if config.circuit_breaker_enabled() {
             let breaker_config = breaker_config(config);
             Some(DeviceBreakers::new(match clock {
@@ -144,6 +152,7 @@ impl Executor {
             fallback_budget,
             log_fallbacks: config.log_fallbacks(),
             record_timing: config.record_timing(),
+            clock: timing_clock,
             telemetry_enabled: config.enable_telemetry(),
             enable_transforms: config.enable_transforms(),
             sync_after_execution: config.sync_after_execution(),
@@ -192,8 +201,14 @@ impl Executor {
 
     /// A clock reading when timing is recorded (else no clock is read).
     #[inline]
-    pub(crate) fn now(&self) -> Option<Instant> {
-        self.record_timing.then(Instant::now)
+    pub(crate) fn now(&self) -> Option<Tick> {
+        self.record_timing.then(|| Tick(self.clock.raw()))
+    }
+
+    /// Nanoseconds from `start` to `end` (0 when `end` is not later).
+    #[inline]
+    fn nanos_between(&self, start: Tick, end: Tick) -> u64 {
+        self.clock.delta_as_nanos(start.0, end.0)
     }
 
     /// Fails a dispatch that never reached a kernel, counting it.
@@ -227,8 +242,8 @@ impl Executor {
         chain: impl Iterator<Item = (KernelId, Option<&'k KernelEntry>)>,
         args: &mut OpArgs<'_>,
         device: Device,
-        start: Option<Instant>,
-        selected: Option<Instant>,
+        start: Option<Tick>,
+        selected: Option<Tick>,
     ) -> Result<DispatchResult<()>, DispatchError> {
         let outcome = self.run_chain(operation, chain, args, device);
         self.finish(outcome, device, start, selected)
@@ -241,18 +256,18 @@ impl Executor {
         &self,
         outcome: Result<(KernelId, bool), Box<DispatchError>>,
         device: Device,
-        start: Option<Instant>,
-        selected: Option<Instant>,
+        start: Option<Tick>,
+        selected: Option<Tick>,
     ) -> Result<DispatchResult<()>, DispatchError> {
         match outcome {
             Ok((kernel_id, was_fallback)) => {
                 let timing = match (start, selected) {
                     (Some(start), Some(selected)) => {
-                        let end = Instant::now();
+                        let end = Tick(self.clock.raw());
                         DispatchTiming {
-                            total_ns: nanos(end.saturating_duration_since(start)),
-                            selection_ns: nanos(selected.saturating_duration_since(start)),
-                            execution_ns: nanos(end.saturating_duration_since(selected)),
+                            total_ns: self.nanos_between(start, end),
+                            selection_ns: self.nanos_between(start, selected),
+                            execution_ns: self.nanos_between(selected, end),
                         }
                     }
                     _ => DispatchTiming::default(),
@@ -531,10 +546,6 @@ pub(crate) fn check_args(operation: Operation, args: &OpArgs<'_>) -> Result<(), 
         }
     }
     Ok(())
-}
-
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {

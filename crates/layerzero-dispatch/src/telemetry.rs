@@ -78,10 +78,18 @@ fn bump(counter: &AtomicU64, owned: bool) {
     }
 }
 
-#[repr(align(128))]
+// `repr(C)` with the four pointers a success follows first: they share one cache line,
+// which matters when a GPU launch has left the caches cold (each line a dispatch touches
+// is then a miss).
+#[repr(C, align(128))]
 struct Shard {
     // Counters change only by `bump`: each is a plain count, read as a sum.
     successes: Box<[AtomicU64]>,
+    selection: Histogram,
+    total: Histogram,
+    // Successes on each CUDA device (`cuda:N` at N, the last slot shared past it); the
+    // host's are the rest, so a CPU dispatch adds no counter for its device.
+    cuda_successes: Box<[AtomicU64]>,
     untracked_successes: AtomicU64,
     errors: AtomicU64,
     fallbacks: AtomicU64,
@@ -89,11 +97,6 @@ struct Shard {
     // (all but `unselected`) less the misses, so a hit costs no counter at all.
     cache_misses: AtomicU64,
     unselected: AtomicU64,
-    selection: Histogram,
-    total: Histogram,
-    // Successes on each CUDA device (`cuda:N` at N, the last slot shared past it); the
-    // host's are the rest, so a CPU dispatch adds no counter for its device.
-    cuda_successes: Box<[AtomicU64]>,
 }
 
 impl Shard {
