@@ -54,15 +54,40 @@ enum MemoKey {
 /// One remembered selection: which dispatcher made it, for which call, under which
 /// versions, and the kernel table it ran with (kept alive by the entry until the slot is
 /// reused or the thread ends).
+///
+/// Laid out so that a hit reads two cache lines: what every hit compares or uses first,
+/// then the key (an [`ArgsSignature`] is 48 bytes), the fallbacks last (read only when the
+/// chosen kernel fails). After a GPU launch the thread's memo is out of the CPU's nearer
+/// caches, and each line a hit touches is then a miss.
+#[repr(C, align(64))]
 struct MemoEntry {
     owner: u64,
     operation: Operation,
-    key: MemoKey,
+    versions: Versions,
+    table: Arc<KernelTable>,
     /// The context's device (where the kernel runs when it names one).
     device: Option<Device>,
-    versions: Versions,
+    /// The selection's kernel (a copy of `selection.kernel`, on the first line).
+    kernel: KernelId,
+    key: MemoKey,
     selection: Selection,
-    table: Arc<KernelTable>,
+}
+
+/// A selection's fallbacks, read from it only when asked for: the chosen kernel's
+/// success (the usual case) leaves the selection's cache lines untouched.
+struct LazyFallbacks<'a> {
+    selection: &'a Selection,
+    next: usize,
+}
+
+impl Iterator for LazyFallbacks<'_> {
+    type Item = KernelId;
+
+    fn next(&mut self) -> Option<KernelId> {
+        let kernel = self.selection.fallbacks().get(self.next).copied();
+        self.next += 1;
+        kernel
+    }
 }
 
 /// What a selection depends on besides the call: the engine's generation (policy swaps,
@@ -258,9 +283,9 @@ impl EngineDispatch {
             }
             selected = self.executor.now();
             device = call_device(entry.device, args);
-            let selection = &entry.selection;
             let table = &entry.table;
-            let chain = std::iter::once(selection.kernel).chain(selection.fallbacks().iter().copied());
+            let fallbacks = LazyFallbacks { selection: &entry.selection, next: 0 };
+            let chain = std::iter::once(entry.kernel).chain(fallbacks);
             Some(self.executor.run_chain(operation, chain.map(|kernel| (kernel, table.get(kernel))), args, device))
         });
         if let Ok(Some(outcome)) = hit {
@@ -336,7 +361,8 @@ impl EngineDispatch {
                 {
                     let table = Arc::clone(&table);
                     let device = context.device;
-                    *entry = Some(MemoEntry { owner: self.id, operation, key, device, versions, selection, table });
+                    let kernel = selection.kernel;
+                    *entry = Some(MemoEntry { owner: self.id, operation, versions, table, device, kernel, key, selection });
                 }
             });
         }
