@@ -103,6 +103,10 @@ fn main() {
         println!("skipping: no CUDA GPU on this machine");
         return;
     };
+    if let Some(dir) = std::env::var_os("LZ_PARITY_DIR") {
+        parity_dump(gpu, std::path::Path::new(&dir));
+        return;
+    }
     let info = cuda::backend_info(&devices);
     println!("{} ({}), {}", gpu.info().name, gpu.device(), info.version.unwrap_or_default());
 
@@ -424,4 +428,116 @@ fn matmul_rows(gpu: &CudaDevice, flush: &mut CudaSlice<u8>) {
             ms * 1e3
         );
     }
+}
+
+/// One tensor of a parity case: its name, dims, dtype and raw little-endian bytes.
+struct Dumped {
+    name: &'static str,
+    dims: Vec<usize>,
+    dtype: DType,
+    bytes: Vec<u8>,
+}
+
+fn dumped(name: &'static str, t: &Tensor) -> Dumped {
+    let host = t.to_host().expect("download");
+    Dumped { name, dims: t.dims().to_vec(), dtype: t.dtype(), bytes: host.as_bytes().expect("bytes").to_vec() }
+}
+
+/// With `LZ_PARITY_DIR` set, `gpu_bench` runs each CUDA kernel family once on fresh inputs
+/// (odd sizes among them) and writes the inputs and outputs there, raw, with a
+/// `manifest.txt` (a line per tensor: case, parameters, name, dtype, dims, file) for
+/// `parity.py`, which runs PyTorch on the same inputs and compares both with a float64
+/// reference.
+fn parity_dump(gpu: &CudaDevice, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("parity dir");
+    let mut manifest = String::new();
+    let mut write = |case: &str, params: &str, tensors: Vec<Dumped>| {
+        for t in tensors {
+            let file = format!("{case}.{}.bin", t.name);
+            std::fs::write(dir.join(&file), &t.bytes).expect("write");
+            let dims: Vec<String> = t.dims.iter().map(usize::to_string).collect();
+            manifest.push_str(&format!("{case} {params} {} {} {} {file}\n", t.name, t.dtype, dims.join("x")));
+        }
+    };
+    let mut seed = 100;
+    let mut fresh = |dims: &[usize]| {
+        seed += 1;
+        random_tensor(gpu, dims, seed)
+    };
+    for (case, variant, rows, hidden) in [
+        ("rms_norm_block", RmsNormVariant::Block, 33, 4096),
+        ("rms_norm_warp", RmsNormVariant::Warp, 37, 256),
+        ("rms_norm_scalar", RmsNormVariant::Scalar, 3, 4095),
+    ] {
+        let (x, w, mut y) = (fresh(&[rows, hidden]), fresh(&[hidden]), fresh(&[rows, hidden]));
+        gpu.rms_norm(variant, &x, None, &w, &mut y, 1e-6).expect("rms_norm");
+        write(case, "eps=1e-6", vec![dumped("x", &x), dumped("w", &w), dumped("y", &y)]);
+    }
+    {
+        let (rows, hidden) = (33, 4096);
+        let (x, r, w) = (fresh(&[rows, hidden]), fresh(&[rows, hidden]), fresh(&[hidden]));
+        let (mut y, mut r_out) = (fresh(&[rows, hidden]), fresh(&[rows, hidden]));
+        gpu.rms_norm(RmsNormVariant::Block, &x, Some((&r, &mut r_out)), &w, &mut y, 1e-6).expect("add+rms_norm");
+        let tensors = vec![dumped("x", &x), dumped("r", &r), dumped("w", &w), dumped("y", &y), dumped("r_out", &r_out)];
+        write("add_rms_norm_block", "eps=1e-6", tensors);
+    }
+    for (case, variant, rows, hidden) in [
+        ("layer_norm_block", LayerNormVariant::Block, 33, 4096),
+        ("layer_norm_scalar", LayerNormVariant::Scalar, 3, 4095),
+    ] {
+        let (x, w, b, mut y) = (fresh(&[rows, hidden]), fresh(&[hidden]), fresh(&[hidden]), fresh(&[rows, hidden]));
+        gpu.layer_norm(variant, &x, &w, Some(&b), &mut y, 1e-5).expect("layer_norm");
+        write(case, "eps=1e-5", vec![dumped("x", &x), dumped("w", &w), dumped("b", &b), dumped("y", &y)]);
+    }
+    {
+        // q and k of 17 tokens at positions 5.., NeoX, in one launch.
+        let (seq, head_dim, positions, offset) = (17, 128, 64, 5);
+        let angles: Vec<f32> = (0..positions * head_dim / 2)
+            .map(|i| {
+                let (p, j) = (i / (head_dim / 2), i % (head_dim / 2));
+                p as f32 * 10000f32.powf(-2.0 * j as f32 / head_dim as f32)
+            })
+            .collect();
+        let table = |f: fn(f32) -> f32| {
+            let values: Vec<f32> = angles.iter().map(|&a| f(a)).collect();
+            Tensor::from_f32(&values, &[positions, head_dim / 2], DType::F32)
+                .expect("table")
+                .to_cuda(gpu.stream())
+                .expect("upload")
+        };
+        let (cos, sin) = (table(f32::cos), table(f32::sin));
+        let (mut q, mut k) = (fresh(&[1, seq, 32, head_dim]), fresh(&[1, seq, 8, head_dim]));
+        let (q_in, k_in) = (dumped("q", &q), dumped("k", &k));
+        gpu.rope_qk_in_place(
+            RopeVariant::Vector,
+            RopeStyle::Neox,
+            &mut q,
+            &mut k,
+            RopeTables { cos: &cos, sin: &sin },
+            offset,
+        )
+        .expect("rope");
+        let tensors =
+            vec![q_in, k_in, dumped("cos", &cos), dumped("sin", &sin), dumped("q_out", &q), dumped("k_out", &k)];
+        write("rope_neox_qk", &format!("offset={offset}"), tensors);
+    }
+    {
+        let (rows, inter) = (33, 14336);
+        let (gate, up, mut out) = (fresh(&[rows, inter]), fresh(&[rows, inter]), fresh(&[rows, inter]));
+        gpu.swiglu(SwigluVariant::Vector, SwigluDeviceInput::Separate { gate: &gate, up: &up }, &mut out)
+            .expect("swiglu");
+        write("swiglu", "-", vec![dumped("gate", &gate), dumped("up", &up), dumped("out", &out)]);
+        let (gate_up, mut out) = (fresh(&[rows, 2 * inter]), fresh(&[rows, inter]));
+        gpu.swiglu(SwigluVariant::Vector, SwigluDeviceInput::Fused(&gate_up), &mut out).expect("swiglu fused");
+        write("swiglu_fused", "-", vec![dumped("gate_up", &gate_up), dumped("out", &out)]);
+    }
+    {
+        let (m, k, n) = (33, 4096, 512);
+        let (a, b, mut out) = (fresh(&[m, k]), fresh(&[k, n]), fresh(&[m, n]));
+        gpu.matmul(&a, &b, &mut out).expect("matmul");
+        write("matmul", "-", vec![dumped("a", &a), dumped("b", &b), dumped("out", &out)]);
+    }
+    gpu.synchronize().expect("sync");
+    std::fs::write(dir.join("manifest.txt"), manifest).expect("manifest");
+    println!("parity cases written to {}", dir.display());
 }

@@ -219,6 +219,7 @@ fn gpu_bundle() -> Result<(), String> {
         println!("bundled {}", target.display());
     }
     fs::copy(root.join("benches/gpu/peers.py"), bundle.join("peers.py")).map_err(|e| e.to_string())?;
+    fs::copy(root.join("benches/gpu/parity.py"), bundle.join("parity.py")).map_err(|e| e.to_string())?;
     fs::write(bundle.join("run.sh"), RUN_SH).map_err(|e| e.to_string())?;
     println!("carry `.gpu` and run `bash .gpu/run.sh` on the device machine");
     Ok(())
@@ -270,6 +271,13 @@ if [ -x layerzero ]; then
   case "$devices" in *,*) ;; *) devices="$devices,$devices" ;; esac
   echo "== layerzero run --devices $devices"
   ./layerzero run --devices "$devices" --dtype bfloat16 --decode-steps 32 2>&1 | tee "$OUT/run_devices.txt" | tail -12 || status=1
+fi
+if [ -x gpu_bench ] && [ -f parity.py ]; then
+  # Each kernel family and PyTorch on the same inputs, both against float64.
+  echo "== parity with PyTorch"
+  parity_dir=$(mktemp -d)
+  LZ_PARITY_DIR="$parity_dir" ./gpu_bench > /dev/null && python3 parity.py "$parity_dir" 2>&1 | tee "$OUT/parity.txt" || status=1
+  rm -rf "$parity_dir"
 fi
 if [ -x gpu_bench ]; then
   echo "== timings"; ./gpu_bench 2>&1 | tee "$OUT/bench.txt"
