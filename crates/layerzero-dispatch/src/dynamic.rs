@@ -362,7 +362,8 @@ impl EngineDispatch {
                     let table = Arc::clone(&table);
                     let device = context.device;
                     let kernel = selection.kernel;
-                    *entry = Some(MemoEntry { owner: self.id, operation, versions, table, device, kernel, key, selection });
+                    *entry =
+                        Some(MemoEntry { owner: self.id, operation, versions, table, device, kernel, key, selection });
                 }
             });
         }
