@@ -51,11 +51,14 @@ type Segment = Box<[OnceLock<Entry>]>;
 /// registry.reset_all();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+// `repr(C)` with the segments first: a permit for one of the first kernels reads the
+// registry's first cache line only.
+#[repr(C)]
 pub struct CircuitBreakerRegistry {
+    segments: [OnceLock<Segment>; SEGMENTS],
     default_config: CircuitBreakerConfig,
     default_settings: Settings,
     clock: Arc<dyn Clock>,
-    segments: [OnceLock<Segment>; SEGMENTS],
 }
 
 impl std::fmt::Debug for CircuitBreakerRegistry {

@@ -153,12 +153,16 @@ fn context_bits(context: &SelectionContext) -> u64 {
 static NEXT_DISPATCHER: AtomicU64 = AtomicU64::new(1);
 
 /// What DYNAMIC and CONFIG share: engine, kernel code, executor.
+// `repr(C)`: what a remembered selection's check reads (the id, the memo flag, the kernel
+// registry, and the engine's generation and backend registry, first in it) share the
+// first cache line; the executor starts a line of its own.
+#[repr(C)]
 struct EngineDispatch {
     id: u64,
     /// Whether calls may be served from [`MEMO`]: only when the engine caches.
     memo: bool,
-    engine: SelectionEngine,
     kernels: Shared<KernelRegistry>,
+    engine: SelectionEngine,
     table: ArcSwap<KernelTable>,
     rebuild: Mutex<()>,
     executor: Executor,
@@ -414,14 +418,21 @@ impl EngineDispatch {
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+// Laid out as a memo entry is (see [`MemoEntry`]): what every call reads on the first
+// cache line, the context and the fallbacks after it.
+#[repr(C, align(64))]
 pub struct PreparedCall<'d> {
     inner: &'d EngineDispatch,
     operation: Operation,
-    context: SelectionContext,
     generation: u64,
     registry_version: u64,
     backends_version: u64,
     table: Arc<KernelTable>,
+    /// The context's device (a copy of `context.device`, on the first line).
+    device: Option<Device>,
+    /// The selection's kernel (a copy of `selection.kernel`, on the first line).
+    kernel: KernelId,
+    context: SelectionContext,
     selection: Selection,
 }
 
@@ -441,15 +452,16 @@ impl PreparedCall<'_> {
             return inner.executor.fail_unselected(e);
         }
         let start = inner.executor.now();
-        let chain = std::iter::once(self.selection.kernel).chain(self.selection.fallbacks().iter().copied());
-        let device = call_device(self.context.device, args);
+        let fallbacks = LazyFallbacks { selection: &self.selection, next: 0 };
+        let chain = std::iter::once(self.kernel).chain(fallbacks);
+        let device = call_device(self.device, args);
         let chain = chain.map(|kernel| (kernel, self.table.get(kernel)));
         inner.executor.run(self.operation, chain, args, device, start, start)
     }
 
     /// The kernel the selection chose (fallbacks follow it when it fails).
     pub fn kernel(&self) -> KernelId {
-        self.selection.kernel
+        self.kernel
     }
 
     /// The selection, with its fallbacks and why.
@@ -490,11 +502,13 @@ impl EngineDispatch {
         Ok(PreparedCall {
             inner: self,
             operation,
-            context: *context,
             generation,
             registry_version,
             backends_version,
             table,
+            device: context.device,
+            kernel: selection.kernel,
+            context: *context,
             selection,
         })
     }

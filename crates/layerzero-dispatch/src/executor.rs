@@ -63,20 +63,26 @@ enum First<'b> {
 }
 
 /// Runs kernels for the dispatchers; one per dispatcher.
+///
+/// `repr(C)`: the flags, the clock and the telemetry shards' pointer (first in
+/// [`Telemetry`]) fill the first cache line, and the breakers (line-aligned) start with
+/// what a permit reads; the rest is read off the straight path. After a GPU launch these
+/// lines are cold, and each one a dispatch touches is a miss.
+#[repr(C, align(64))]
 pub(crate) struct Executor {
-    enable_fallback: bool,
-    max_fallback_attempts: u32,
-    fallback_budget: Duration,
-    log_fallbacks: bool,
     record_timing: bool,
+    telemetry_enabled: bool,
+    sync_after_execution: bool,
+    enable_transforms: bool,
+    enable_fallback: bool,
+    log_fallbacks: bool,
     /// The clock [`Tick`]s are read from (quanta's, calibrated once per process).
     clock: quanta::Clock,
-    telemetry_enabled: bool,
-    enable_transforms: bool,
-    sync_after_execution: bool,
-    device_sync: OnceLock<Arc<dyn DeviceSync>>,
-    breakers: Option<DeviceBreakers>,
     telemetry: Telemetry,
+    breakers: Option<DeviceBreakers>,
+    max_fallback_attempts: u32,
+    fallback_budget: Duration,
+    device_sync: OnceLock<Arc<dyn DeviceSync>>,
 }
 
 /// The most CUDA devices with breakers of their own; `cuda:N` for N past this shares the
@@ -85,10 +91,13 @@ pub const MAX_CUDA_DEVICES: usize = 64;
 
 /// Circuit breakers per (kernel, device): the host's, and each GPU's, made on first use.
 /// A kernel that fails on one card opens its breaker there only.
+// `repr(C, align(64))`: `cuda`, then the host registry's first segment (see
+// `CircuitBreakerRegistry`), share the first cache line.
+#[repr(C, align(64))]
 pub(crate) struct DeviceBreakers {
-    host: CircuitBreakerRegistry,
     // On the heap: 64 empty registries are ~30 KiB, too much to build on a stack.
     cuda: Box<[OnceLock<CircuitBreakerRegistry>]>,
+    host: CircuitBreakerRegistry,
 }
 
 impl DeviceBreakers {

@@ -143,6 +143,8 @@ pub(crate) enum AttemptOutcome {
 }
 
 /// The counters and histograms of one dispatcher.
+// `repr(C)`: `shards`, all a success reads here, first (see the executor's layout).
+#[repr(C)]
 pub struct Telemetry {
     shards: Box<[Shard]>,
     failures: FailureCounters,

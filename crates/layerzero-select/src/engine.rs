@@ -344,12 +344,15 @@ pub enum CacheOutcome {
 ///
 /// Answers are cached by (operation, context, policy version, registry version); see
 /// [`SelectionEngine::select`].
+// `repr(C)`: the generation and the registries, which a remembered selection's check
+// reads on every dispatch, first (one cache line with what precedes them in a dispatcher).
+#[repr(C)]
 pub struct SelectionEngine {
-    kernels: Shared<KernelRegistry>,
+    generation: AtomicU64,
     backends: Shared<BackendRegistry>,
+    kernels: Shared<KernelRegistry>,
     state: ArcSwap<EngineState>,
     policy_version: AtomicU64,
-    generation: AtomicU64,
     // Serialises rebuilds of `state` (policy swaps and registry changes): rare, miss path.
     rebuild: Mutex<()>,
     cache: Option<SelectionCache>,
