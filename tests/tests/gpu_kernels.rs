@@ -97,13 +97,7 @@ fn rms_norm_matches_the_reference() {
                 let w = rounded(&values(hidden, 3), dtype);
                 // The kernel stores x + r in the dtype, then normalises the stored sum.
                 let sum = rounded(&x.iter().zip(&r).map(|(a, b)| a + b).collect::<Vec<_>>(), dtype);
-                let source = if fused { &sum } else { &x };
-                let mut reference = Vec::with_capacity(rows * hidden);
-                for row in source.chunks(hidden) {
-                    let mean_sq = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / hidden as f64;
-                    let inv = 1.0 / (mean_sq + f64::from(eps)).sqrt();
-                    reference.extend(row.iter().zip(&w).map(|(&v, &w)| f64::from(v) * inv * f64::from(w)));
-                }
+                let reference = rms_norm_reference(if fused { &sum } else { &x }, &w, eps);
                 for variant in NORM_VARIANTS {
                     let dims = [rows, hidden];
                     let (xd, rd, wd) = (
@@ -137,6 +131,18 @@ fn rms_norm_matches_the_reference() {
     }
 }
 
+/// The rms_norm reference in float64: rows of `w.len()` elements of `x`, each scaled by `w`.
+fn rms_norm_reference(x: &[f32], w: &[f32], eps: f32) -> Vec<f64> {
+    let hidden = w.len();
+    let mut reference = Vec::with_capacity(x.len());
+    for row in x.chunks(hidden) {
+        let mean_sq = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / hidden as f64;
+        let inv = 1.0 / (mean_sq + f64::from(eps)).sqrt();
+        reference.extend(row.iter().zip(w).map(|(&v, &w)| f64::from(v) * inv * f64::from(w)));
+    }
+    reference
+}
+
 /// A launch made after other code changed this thread's current CUDA context (to none,
 /// then to a context of its own) still runs, in the device's context, and gives the right
 /// result: the launch path remembers the context it bound, and a launch that fails because
@@ -148,12 +154,7 @@ fn a_launch_survives_another_context_made_current() {
     let (dtype, rows, hidden, eps) = (DType::BF16, 3, 64, 1e-6f32);
     let x = rounded(&values(rows * hidden, 5), dtype);
     let w = rounded(&values(hidden, 6), dtype);
-    let mut reference = Vec::with_capacity(rows * hidden);
-    for row in x.chunks(hidden) {
-        let mean_sq = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / hidden as f64;
-        let inv = 1.0 / (mean_sq + f64::from(eps)).sqrt();
-        reference.extend(row.iter().zip(&w).map(|(&v, &w)| f64::from(v) * inv * f64::from(w)));
-    }
+    let reference = rms_norm_reference(&x, &w, eps);
     let (xd, wd) = (upload(&gpu, &x, &[rows, hidden], dtype), upload(&gpu, &w, &[hidden], dtype));
     // Every output is allocated first: an allocation binds the device's context itself.
     let mut outputs: Vec<Tensor> = (0..3).map(|_| poisoned(&gpu, &[rows, hidden], dtype)).collect();
@@ -339,17 +340,7 @@ fn rope_matches_the_reference() {
             );
             let half = rot / 2;
             for style in [RopeStyle::Neox, RopeStyle::Interleaved] {
-                let mut reference: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-                for (r, row) in reference.chunks_mut(head_dim).enumerate() {
-                    let position = offset + (r / heads) % seq;
-                    for i in 0..half {
-                        let (c, s) = (f64::from(cos[position * half + i]), f64::from(sin[position * half + i]));
-                        let (ia, ib) = if style == RopeStyle::Neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
-                        let (a, b) = (row[ia], row[ib]);
-                        row[ia] = a * c - b * s;
-                        row[ib] = b * c + a * s;
-                    }
-                }
+                let reference = rope_reference(&x, heads, head_dim, (seq, offset), (&cos, &sin, half), style);
                 for variant in [RopeVariant::Vector, RopeVariant::Scalar] {
                     for in_place in [true, false] {
                         let case = format!(
