@@ -65,9 +65,9 @@ template <int V> constexpr bool PRELOAD = V <= 2;
 
 // Loads this thread's packs (first, first + step, ... below `packs`) of a row-long vector
 // (the weight, the bias) when PRELOAD<V>; otherwise leaves `regs` to be unused.
-template <typename T, int V>
+template <typename T, int V, bool PRE = PRELOAD<V>>
 __device__ __forceinline__ void preload_vector(Pack<T> (&regs)[V], const T* __restrict__ v, int packs, int first, int step) {
-    if constexpr (PRELOAD<V>) {
+    if constexpr (PRE) {
         using P = Pack<T>;
         const P* vr = reinterpret_cast<const P*>(v);
 #pragma unroll
@@ -79,15 +79,15 @@ __device__ __forceinline__ void preload_vector(Pack<T> (&regs)[V], const T* __re
 }
 
 // Pack i (at p) of a row-long vector: preloaded, or loaded now.
-template <typename T, int V>
+template <typename T, int V, bool PRE = PRELOAD<V>>
 __device__ __forceinline__ Pack<T> vector_pack(const Pack<T> (&regs)[V], const T* __restrict__ v, int i, int p) {
-    if constexpr (PRELOAD<V>) return regs[i];
+    if constexpr (PRE) return regs[i];
     else return reinterpret_cast<const Pack<T>*>(v)[p];
 }
 
 // Writes regs · inv_rms · weight to this thread's packs of `row` in y (`w`: the weight's
 // packs, when preloaded).
-template <typename T, int V>
+template <typename T, int V, bool PRE = PRELOAD<V>>
 __device__ __forceinline__ void store_row(const Pack<T> (&regs)[V], const Pack<T> (&w)[V], const T* __restrict__ weight,
                                           T* __restrict__ y, long y_stride, long row, int packs, int first, int step,
                                           float inv_rms) {
@@ -97,7 +97,7 @@ __device__ __forceinline__ void store_row(const Pack<T> (&regs)[V], const Pack<T
     for (int i = 0; i < V; ++i) {
         const int p = first + i * step;
         if (p < packs) {
-            const P wv = vector_pack<T, V>(w, weight, i, p);
+            const P wv = vector_pack<T, V, PRE>(w, weight, i, p);
             P out;
 #pragma unroll
             for (int k = 0; k < P::N; ++k) out.v[k] = from_float<T>(to_float(regs[i].v[k]) * inv_rms * to_float(wv.v[k]));
@@ -106,7 +106,7 @@ __device__ __forceinline__ void store_row(const Pack<T> (&regs)[V], const Pack<T
     }
 }
 
-template <typename T, int V, bool RESIDUAL>
+template <typename T, int V, bool RESIDUAL, bool PRE = PRELOAD<V>>
 __device__ __forceinline__ void rms_norm_block_body(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
                                                long residual_stride, T* __restrict__ residual_out, long residual_out_stride,
                                                const T* __restrict__ weight, T* __restrict__ y, long y_stride, int hidden,
@@ -117,9 +117,9 @@ __device__ __forceinline__ void rms_norm_block_body(const T* __restrict__ x, lon
     const float sum_sq = load_row<T, V, RESIDUAL>(regs, x, x_stride, residual, residual_stride, residual_out,
                                         residual_out_stride, row, packs, threadIdx.x, blockDim.x);
     Pack<T> w[V];
-    preload_vector<T, V>(w, weight, packs, threadIdx.x, blockDim.x);
+    preload_vector<T, V, PRE>(w, weight, packs, threadIdx.x, blockDim.x);
     const float inv_rms = rsqrtf(block_sum(sum_sq) / hidden + eps);
-    store_row<T, V>(regs, w, weight, y, y_stride, row, packs, threadIdx.x, blockDim.x, inv_rms);
+    store_row<T, V, PRE>(regs, w, weight, y, y_stride, row, packs, threadIdx.x, blockDim.x, inv_rms);
 }
 
 // The residual's presence is uniform over the launch: branching once here gives each case
@@ -134,6 +134,25 @@ __device__ __forceinline__ void rms_norm_block(const T* __restrict__ x, long x_s
         rms_norm_block_body<T, V, true>(LZ_NORM_PASS, hidden, eps);
     else
         rms_norm_block_body<T, V, false>(LZ_NORM_PASS, hidden, eps);
+}
+
+// Rows of 513 to 1024 packs, 2 packs a thread in blocks of up to 512 threads, without the
+// residual: all of an SM's 2048 threads are resident only at 32 registers or fewer a thread,
+// hence the `_wide` entry points' launch bounds, which leave no room for the weight preload.
+// On the H100 (bf16 4096×8192, GB/s, four pairs of buffers in one process): 2 packs under
+// 1024-thread bounds 2512–2552 (47 registers: half the threads resident), 4 packs a thread
+// 2614–2645, these entry points 2638–2691; a copy of the same bytes 2646–2673. The residual
+// case is never launched here (the fused add takes 1 pack a thread on such rows) but is
+// handled.
+template <typename T>
+__device__ __forceinline__ void rms_norm_block_wide(const T* __restrict__ x, long x_stride, const T* __restrict__ residual,
+                                                    long residual_stride, T* __restrict__ residual_out,
+                                                    long residual_out_stride, const T* __restrict__ weight, T* __restrict__ y,
+                                                    long y_stride, int hidden, float eps) {
+    if (residual != nullptr)
+        rms_norm_block_body<T, 2, true>(LZ_NORM_PASS, hidden, eps);
+    else
+        rms_norm_block_body<T, 2, false, false>(LZ_NORM_PASS, hidden, eps);
 }
 
 template <typename T, int V, bool RESIDUAL>
@@ -199,6 +218,7 @@ __device__ __forceinline__ void rms_norm_scalar(const T* __restrict__ x, long x_
     extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v2(LZ_NORM_ARGS(T)) { rms_norm_block<T, 2>(LZ_NORM_PASS, hidden, eps); } \
     extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v4(LZ_NORM_ARGS(T)) { rms_norm_block<T, 4>(LZ_NORM_PASS, hidden, eps); } \
     extern "C" __global__ void __launch_bounds__(1024) rms_norm_block_##NAME##_v8(LZ_NORM_ARGS(T)) { rms_norm_block<T, 8>(LZ_NORM_PASS, hidden, eps); } \
+    extern "C" __global__ void __launch_bounds__(512, 4) rms_norm_block_##NAME##_v2_wide(LZ_NORM_ARGS(T)) { rms_norm_block_wide<T>(LZ_NORM_PASS, hidden, eps); } \
     extern "C" __global__ void __launch_bounds__(256) rms_norm_warp_##NAME##_v1(LZ_NORM_ARGS(T)) { rms_norm_warp<T, 1>(LZ_NORM_PASS, rows, hidden, eps); } \
     extern "C" __global__ void __launch_bounds__(256) rms_norm_warp_##NAME##_v2(LZ_NORM_ARGS(T)) { rms_norm_warp<T, 2>(LZ_NORM_PASS, rows, hidden, eps); } \
     extern "C" __global__ void __launch_bounds__(256) rms_norm_warp_##NAME##_v4(LZ_NORM_ARGS(T)) { rms_norm_warp<T, 4>(LZ_NORM_PASS, rows, hidden, eps); } \

@@ -86,8 +86,20 @@ const NORM_VARIANTS: [RmsNormVariant; 5] = [
 #[test]
 fn rms_norm_matches_the_reference() {
     let Some(gpu) = gpu() else { return };
-    let shapes =
-        [(1, 1), (3, 17), (1, 64), (37, 256), (3, 1024), (1, 4095), (5, 4096), (3, 8193), (2, 16384), (1, 65536)];
+    let shapes = [
+        (1, 1),
+        (3, 17),
+        (1, 64),
+        (37, 256),
+        (3, 1024),
+        (1, 4095),
+        (5, 4096),
+        (2, 6000),
+        (3, 8192),
+        (3, 8193),
+        (2, 16384),
+        (1, 65536),
+    ];
     let eps = 1e-6f32;
     for dtype in DTYPES {
         for (rows, hidden) in shapes {

@@ -114,6 +114,12 @@ fn norm_entry(variant: RmsNormVariant, dtype: usize, v: usize) -> Entry {
     Entry { list: &NORM_ENTRY_POINTS, base: NORM_BASE, position }
 }
 
+/// The rms_norm block kernel for rows of 257 to 512 threads at 2 packs each without the
+/// residual: all of an SM's threads resident (see `rms_norm_block_wide` in norm.cu).
+fn norm_wide_entry(dtype: usize) -> Entry {
+    Entry { list: &NORM_ENTRY_POINTS, base: NORM_BASE, position: 24 + dtype }
+}
+
 /// The layer_norm kernel: block with `v` packs per thread, or scalar (`v` = 0).
 fn layer_norm_entry(dtype: usize, v: usize) -> Entry {
     let position = if v == 0 { 12 + dtype } else { dtype * 4 + packs_index(v) };
@@ -139,7 +145,7 @@ fn rope_entry(variant: RopeVariant, style: RopeStyle, dtype: usize) -> Entry {
 }
 
 /// The entry points of norm.cu.
-pub(super) const NORM_ENTRY_POINTS: [&str; 24] = [
+pub(super) const NORM_ENTRY_POINTS: [&str; 27] = [
     "rms_norm_block_bf16_v1",
     "rms_norm_block_bf16_v2",
     "rms_norm_block_bf16_v4",
@@ -164,6 +170,9 @@ pub(super) const NORM_ENTRY_POINTS: [&str; 24] = [
     "rms_norm_scalar_bf16",
     "rms_norm_scalar_f16",
     "rms_norm_scalar_f32",
+    "rms_norm_block_bf16_v2_wide",
+    "rms_norm_block_f16_v2_wide",
+    "rms_norm_block_f32_v2_wide",
 ];
 
 /// The layer-norm entry points of norm.cu.
@@ -245,7 +254,8 @@ pub(super) const SWIGLU_ENTRY_POINTS: [&str; 6] = [
 /// Measured on the H100 with the bench's `BlockTuned` sweep (bf16 GB/s, packs per thread
 /// 1 / 2 / 4 / 8): 16384×4096 (512 packs) 2767 / 2832 / 2838 / 1965 before the preload,
 /// 2853 with it at 2; 4096×8192 (1024 packs) 2459 / 2498 / 2633 / 1792 (with the preload
-/// at 2, 512 threads).
+/// at 2, 512 threads). rms_norm alone does better at 2 through its wide entry points for
+/// rows of 513 to 1024 packs ([`rms_block_packs_per_thread`]).
 ///
 /// The fused residual add ([`residual_block_packs_per_thread`]) does better with one pack
 /// per thread.
@@ -259,8 +269,18 @@ fn block_packs_per_thread(packs: usize) -> Option<usize> {
     }
 }
 
-/// Packs per thread of the block variant with the fused residual add: 1 (as many threads as
-/// packs) while a row fits in 1024 threads, else as [`block_packs_per_thread`]. A thread
+/// Packs per thread of the rms_norm block variant without the residual add: 2 for rows of
+/// 513 to 1024 packs (up to 512 threads, launched through the `_v2_wide` entry points,
+/// whose bounds keep every thread of an SM resident; see `rms_norm_block_wide` in norm.cu),
+/// else as [`block_packs_per_thread`]. Measured on the H100 (bf16 4096×8192, GB/s, four
+/// pairs of input and output buffers in one process): 4 packs per thread 2614–2645, the wide
+/// entry point 2638–2691, a copy of the same bytes 2646–2673.
+fn rms_block_packs_per_thread(packs: usize) -> Option<usize> {
+    if (513..=1024).contains(&packs) { Some(2) } else { block_packs_per_thread(packs) }
+}
+
+/// Packs per thread of the fused residual add + rms_norm block variant: 1 (as many threads
+/// as packs) while a row fits in 1024 threads, else as [`block_packs_per_thread`]. A thread
 /// then has two loads in flight (x and the residual) where it had four, and the block twice
 /// the threads to hide the reduction's barrier behind. Measured on the H100 in three runs of
 /// the bench (add + rms_norm bf16 16384×4096, 4 passes, GB/s, 1 / 2 packs per thread):
@@ -269,16 +289,31 @@ fn residual_block_packs_per_thread(packs: usize) -> Option<usize> {
     if packs <= 1024 { Some(1) } else { block_packs_per_thread(packs) }
 }
 
-/// The packs per thread a block variant (rms_norm, layer_norm; with the fused residual add
-/// or not) launches a row of `hidden` elements with, or `None` when it cannot take the row:
-/// `hidden` a nonzero multiple of the 16-byte pack and at most 8 · 1024 packs. The block
-/// variants' `hidden_size` constraint states this limit (a test checks it against this).
-pub(super) fn block_packs(dtype: DType, hidden: usize, residual: bool) -> Option<usize> {
+/// The row kernels that share the block variants' launch shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BlockRows {
+    /// rms_norm alone.
+    RmsNorm,
+    /// rms_norm with the fused residual add.
+    AddRmsNorm,
+    /// layer_norm.
+    LayerNorm,
+}
+
+/// The packs per thread a block variant launches a row of `hidden` elements with, or
+/// `None` when it cannot take the row: `hidden` a nonzero multiple of the 16-byte pack and
+/// at most 8 · 1024 packs. The block variants' `hidden_size` constraint states this limit
+/// (a test checks it against this).
+pub(super) fn block_packs(dtype: DType, hidden: usize, rows: BlockRows) -> Option<usize> {
     if hidden == 0 || !hidden.is_multiple_of(pack(dtype)) {
         return None;
     }
     let packs = hidden / pack(dtype);
-    if residual { residual_block_packs_per_thread(packs) } else { block_packs_per_thread(packs) }
+    match rows {
+        BlockRows::RmsNorm => rms_block_packs_per_thread(packs),
+        BlockRows::AddRmsNorm => residual_block_packs_per_thread(packs),
+        BlockRows::LayerNorm => block_packs_per_thread(packs),
+    }
 }
 
 /// The packs per thread the rms_norm warp variant launches a row of `hidden` elements with
@@ -437,7 +472,11 @@ impl CudaDevice {
                         let v = usize::from(packs_per_thread);
                         [1, 2, 4, 8].contains(&v).then_some(v).filter(|v| packs.div_ceil(*v) <= 1024)
                     }
-                    _ => block_packs(dtype, hidden, residual.is_some()),
+                    _ => block_packs(
+                        dtype,
+                        hidden,
+                        if residual.is_some() { BlockRows::AddRmsNorm } else { BlockRows::RmsNorm },
+                    ),
                 };
                 let (true, Some(v)) = (aligned, v) else {
                     return Err(KernelError::Unsupported(format!(
@@ -447,8 +486,9 @@ impl CudaDevice {
                     )));
                 };
                 let threads = packs.div_ceil(v).next_multiple_of(32).clamp(32, 1024) as u32;
+                let wide = v == 2 && (257..=512).contains(&threads) && residual.is_none();
                 (
-                    norm_entry(RmsNormVariant::Block, dtype_index, v),
+                    if wide { norm_wide_entry(dtype_index) } else { norm_entry(RmsNormVariant::Block, dtype_index, v) },
                     LaunchConfig { grid_dim: (grid(rows)?, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 },
                 )
             }
@@ -639,7 +679,7 @@ impl CudaDevice {
         let packs = hidden / pack(dtype);
         let (entry, cfg) = match variant {
             LayerNormVariant::Block => {
-                let v = block_packs(dtype, hidden, false).ok_or_else(|| {
+                let v = block_packs(dtype, hidden, BlockRows::LayerNorm).ok_or_else(|| {
                     KernelError::Unsupported(format!(
                         "layer_norm block variant needs hidden a multiple of {} and at most {}, got {hidden}",
                         pack(dtype),
@@ -1036,6 +1076,7 @@ mod tests {
                 check(norm_entry(RmsNormVariant::Warp, d, v), format!("rms_norm_warp_{name}_v{v}"));
             }
             check(norm_entry(RmsNormVariant::Scalar, d, 0), format!("rms_norm_scalar_{name}"));
+            check(norm_wide_entry(d), format!("rms_norm_block_{name}_v2_wide"));
             check(layer_norm_entry(d, 0), format!("layer_norm_scalar_{name}"));
             check(swiglu_entry(SwigluVariant::Vector, d), format!("swiglu_vec_{name}"));
             check(swiglu_entry(SwigluVariant::Scalar, d), format!("swiglu_scalar_{name}"));
@@ -1056,6 +1097,20 @@ mod tests {
         assert_eq!(residual_block_packs_per_thread(1024), Some(1));
         assert_eq!(residual_block_packs_per_thread(1025), block_packs_per_thread(1025));
         assert_eq!(residual_block_packs_per_thread(8 * 1024 + 1), None);
+    }
+
+    #[test]
+    fn rms_norm_rows_of_513_to_1024_packs_take_two_packs_per_thread() {
+        assert_eq!(rms_block_packs_per_thread(512), block_packs_per_thread(512));
+        assert_eq!(rms_block_packs_per_thread(513), Some(2));
+        assert_eq!(rms_block_packs_per_thread(1024), Some(2));
+        assert_eq!(rms_block_packs_per_thread(1025), Some(4));
+        for rows in [BlockRows::RmsNorm, BlockRows::AddRmsNorm, BlockRows::LayerNorm] {
+            for hidden in (8..=8 * 8192).step_by(8) {
+                let v = block_packs(DType::BF16, hidden, rows).expect("a bf16 row of up to 8192 packs");
+                assert!((hidden / 8).div_ceil(v) <= 1024, "{rows:?} {hidden}: {v} packs per thread");
+            }
+        }
     }
 
     #[test]

@@ -327,7 +327,7 @@ mod tests {
     /// a call to a kernel that refuses it), and no less than the dtypes have in common.
     #[test]
     fn row_limits_in_the_specs_are_what_every_dtype_launches() {
-        use super::super::ops::{block_packs, rope_vector_units, swiglu_vector_takes, warp_packs};
+        use super::super::ops::{BlockRows, block_packs, rope_vector_units, swiglu_vector_takes, warp_packs};
         use layerzero_types::RopeStyle;
 
         let specs = cuda_kernel_specs().unwrap();
@@ -336,11 +336,11 @@ mod tests {
         /// Whether a variant's launch check takes `n` elements of a dtype.
         type Takes<'a> = &'a dyn Fn(DType, usize) -> bool;
         let every_dtype = |takes: Takes<'_>, n: usize| CUDA_DTYPES.iter().all(|&d| takes(d, n));
-        let block = |residual: bool| move |d: DType, n: usize| block_packs(d, n, residual).is_some();
+        let block = |rows: BlockRows| move |d: DType, n: usize| block_packs(d, n, rows).is_some();
         let launches: [(&str, Takes<'_>); 5] = [
-            ("cuda.rms_norm.block", &block(false)),
-            ("cuda.rms_norm.block", &block(true)),
-            ("cuda.layer_norm.block", &block(false)),
+            ("cuda.rms_norm.block", &block(BlockRows::RmsNorm)),
+            ("cuda.rms_norm.block", &block(BlockRows::AddRmsNorm)),
+            ("cuda.layer_norm.block", &block(BlockRows::LayerNorm)),
             ("cuda.rms_norm.warp", &|d, n| warp_packs(d, n).is_some()),
             ("cuda.swiglu.vector", &swiglu_vector_takes),
         ];
@@ -352,7 +352,10 @@ mod tests {
         }
         // The warp variant's own bf16 limit is twice the spec's, and the block's too.
         assert!(warp_packs(DType::BF16, 1024).is_some() && warp_packs(DType::F32, 1024).is_none());
-        assert!(block_packs(DType::BF16, 65536, false).is_some() && block_packs(DType::F32, 65536, false).is_none());
+        assert!(
+            block_packs(DType::BF16, 65536, BlockRows::RmsNorm).is_some()
+                && block_packs(DType::F32, 65536, BlockRows::RmsNorm).is_none()
+        );
         for id in ["cuda.rms_norm.scalar", "cuda.layer_norm.scalar", "cuda.swiglu.scalar", "cuda.rope.scalar"] {
             assert_eq!(hidden(id), None, "{id} takes any row");
         }
