@@ -293,9 +293,9 @@ fn residual_block_packs_per_thread(packs: usize) -> Option<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BlockRows {
     /// rms_norm alone.
-    RmsNorm,
+    Rms,
     /// rms_norm with the fused residual add.
-    AddRmsNorm,
+    AddRms,
     /// layer_norm.
     LayerNorm,
 }
@@ -310,8 +310,8 @@ pub(super) fn block_packs(dtype: DType, hidden: usize, rows: BlockRows) -> Optio
     }
     let packs = hidden / pack(dtype);
     match rows {
-        BlockRows::RmsNorm => rms_block_packs_per_thread(packs),
-        BlockRows::AddRmsNorm => residual_block_packs_per_thread(packs),
+        BlockRows::Rms => rms_block_packs_per_thread(packs),
+        BlockRows::AddRms => residual_block_packs_per_thread(packs),
         BlockRows::LayerNorm => block_packs_per_thread(packs),
     }
 }
@@ -475,7 +475,7 @@ impl CudaDevice {
                     _ => block_packs(
                         dtype,
                         hidden,
-                        if residual.is_some() { BlockRows::AddRmsNorm } else { BlockRows::RmsNorm },
+                        if residual.is_some() { BlockRows::AddRms } else { BlockRows::Rms },
                     ),
                 };
                 let (true, Some(v)) = (aligned, v) else {
@@ -1105,7 +1105,7 @@ mod tests {
         assert_eq!(rms_block_packs_per_thread(513), Some(2));
         assert_eq!(rms_block_packs_per_thread(1024), Some(2));
         assert_eq!(rms_block_packs_per_thread(1025), Some(4));
-        for rows in [BlockRows::RmsNorm, BlockRows::AddRmsNorm, BlockRows::LayerNorm] {
+        for rows in [BlockRows::Rms, BlockRows::AddRms, BlockRows::LayerNorm] {
             for hidden in (8..=8 * 8192).step_by(8) {
                 let v = block_packs(DType::BF16, hidden, rows).expect("a bf16 row of up to 8192 packs");
                 assert!((hidden / 8).div_ceil(v) <= 1024, "{rows:?} {hidden}: {v} packs per thread");

@@ -338,8 +338,8 @@ mod tests {
         let every_dtype = |takes: Takes<'_>, n: usize| CUDA_DTYPES.iter().all(|&d| takes(d, n));
         let block = |rows: BlockRows| move |d: DType, n: usize| block_packs(d, n, rows).is_some();
         let launches: [(&str, Takes<'_>); 5] = [
-            ("cuda.rms_norm.block", &block(BlockRows::RmsNorm)),
-            ("cuda.rms_norm.block", &block(BlockRows::AddRmsNorm)),
+            ("cuda.rms_norm.block", &block(BlockRows::Rms)),
+            ("cuda.rms_norm.block", &block(BlockRows::AddRms)),
             ("cuda.layer_norm.block", &block(BlockRows::LayerNorm)),
             ("cuda.rms_norm.warp", &|d, n| warp_packs(d, n).is_some()),
             ("cuda.swiglu.vector", &swiglu_vector_takes),
@@ -353,8 +353,8 @@ mod tests {
         // The warp variant's own bf16 limit is twice the spec's, and the block's too.
         assert!(warp_packs(DType::BF16, 1024).is_some() && warp_packs(DType::F32, 1024).is_none());
         assert!(
-            block_packs(DType::BF16, 65536, BlockRows::RmsNorm).is_some()
-                && block_packs(DType::F32, 65536, BlockRows::RmsNorm).is_none()
+            block_packs(DType::BF16, 65536, BlockRows::Rms).is_some()
+                && block_packs(DType::F32, 65536, BlockRows::Rms).is_none()
         );
         for id in ["cuda.rms_norm.scalar", "cuda.layer_norm.scalar", "cuda.swiglu.scalar", "cuda.rope.scalar"] {
             assert_eq!(hidden(id), None, "{id} takes any row");
