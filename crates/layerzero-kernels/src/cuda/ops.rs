@@ -472,11 +472,9 @@ impl CudaDevice {
                         let v = usize::from(packs_per_thread);
                         [1, 2, 4, 8].contains(&v).then_some(v).filter(|v| packs.div_ceil(*v) <= 1024)
                     }
-                    _ => block_packs(
-                        dtype,
-                        hidden,
-                        if residual.is_some() { BlockRows::AddRms } else { BlockRows::Rms },
-                    ),
+                    _ => {
+                        block_packs(dtype, hidden, if residual.is_some() { BlockRows::AddRms } else { BlockRows::Rms })
+                    }
                 };
                 let (true, Some(v)) = (aligned, v) else {
                     return Err(KernelError::Unsupported(format!(
