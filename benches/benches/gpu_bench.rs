@@ -5,6 +5,10 @@
 //! `cargo bench -p layerzero-benches --features cuda --bench gpu_bench` on a machine with a
 //! GPU, or through `cargo xtask gpu-bundle` for the device machine. PyTorch eager,
 //! torch.compile and liger-kernel on the same shapes: `python3 benches/gpu/peers.py`.
+//!
+//! With `LZ_BENCH_LAUNCH_ONLY` set, only the launch-overhead rows run (about a second), so
+//! that many processes can be run in a row: a process's layout in memory moves its ratios
+//! by a few percent, more than the spread within one process.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -105,6 +109,10 @@ fn main() {
     };
     if let Some(dir) = std::env::var_os("LZ_PARITY_DIR") {
         parity_dump(gpu, std::path::Path::new(&dir));
+        return;
+    }
+    if std::env::var_os("LZ_BENCH_LAUNCH_ONLY").is_some() {
+        launch_overhead(&devices, gpu);
         return;
     }
     let info = cuda::backend_info(&devices);
