@@ -1,5 +1,6 @@
 //! GPU timings of LayerZero's CUDA kernels on the anchor shapes of `../shared/GPU.md` §5,
-//! next to the device-to-device copy ceiling measured in the same run, plus the host cost
+//! next to the device-to-device copy ceiling measured in the same run (2 GiB) and a copy of
+//! the bytes each shape moves, plus the host cost
 //! of a launch through LayerZero against a raw cudarc launch of the same kernel.
 //!
 //! `cargo bench -p layerzero-benches --features cuda --bench gpu_bench` on a machine with a
@@ -91,6 +92,17 @@ fn random_tensor(gpu: &CudaDevice, dims: &[usize], seed: u64) -> Tensor {
     Tensor::from_f32(&values, dims, DType::BF16).expect("tensor").to_cuda(gpu.stream()).expect("upload")
 }
 
+/// A device-to-device copy that moves `bytes` (half read, half written), the anchor of a
+/// group of rows that move as many: a copy of 2 GiB (the ceiling) runs faster than one of
+/// a few hundred MiB, so each group's "% of copy" is also worth reading against its own.
+fn copy_row(gpu: &CudaDevice, flush: &mut CudaSlice<u8>, shape: &str, bytes: f64, ceiling: f64) {
+    let half = (bytes / 2.0) as usize;
+    let src = gpu.stream().alloc_zeros::<u8>(half).expect("alloc");
+    let mut dst = gpu.stream().alloc_zeros::<u8>(half).expect("alloc");
+    let t = time_ms(gpu, flush, || gpu.stream().memcpy_dtod(&src, &mut dst).expect("copy"));
+    row("copy d2d, the same bytes", shape, t, 2.0 * half as f64, ceiling);
+}
+
 fn row(name: &str, shape: &str, t: Timing, bytes: f64, ceiling: f64) {
     let gbps = bytes / t.busy / 1e6;
     println!(
@@ -140,6 +152,7 @@ fn main() {
         let w = random_tensor(gpu, &[hidden], 2);
         let mut y = random_tensor(gpu, &[rows, hidden], 3);
         let bytes = 2.0 * (rows * hidden) as f64 * e + hidden as f64 * e;
+        copy_row(gpu, flush, &format!("{rows}x{hidden}"), bytes, ceiling);
         let tuned = [1, 2, 4, 8].map(|packs_per_thread| RmsNormVariant::BlockTuned { packs_per_thread });
         for variant in [RmsNormVariant::Block, RmsNormVariant::Warp, RmsNormVariant::Scalar].into_iter().chain(tuned) {
             if gpu.rms_norm(variant, &x, None, &w, &mut y, 1e-6).is_err() {
@@ -157,6 +170,7 @@ fn main() {
         let mut y = random_tensor(gpu, &[rows, hidden], 7);
         let mut r_out = random_tensor(gpu, &[rows, hidden], 8);
         let bytes = 4.0 * (rows * hidden) as f64 * e + hidden as f64 * e;
+        copy_row(gpu, flush, &format!("{rows}x{hidden}"), bytes, ceiling);
         let tuned = [1, 2, 4, 8].map(|packs_per_thread| RmsNormVariant::BlockTuned { packs_per_thread });
         for variant in [RmsNormVariant::Block, RmsNormVariant::Scalar].into_iter().chain(tuned) {
             let ms = time_ms(gpu, flush, || {
@@ -196,6 +210,7 @@ fn main() {
                 .expect("upload");
         // q and k read and written, cos and sin read once per token.
         let bytes = 2.0 * (tokens * 40 * head_dim) as f64 * e + 2.0 * (tokens * head_dim / 2) as f64 * 4.0;
+        copy_row(gpu, flush, "16384x(32+8)x128", bytes, ceiling);
         for variant in [RopeVariant::Vector, RopeVariant::Scalar] {
             let ms = time_ms(gpu, flush, || {
                 gpu.rope_in_place(variant, RopeStyle::Neox, &mut q, RopeTables { cos: &cos, sin: &sin }, 0)
@@ -218,6 +233,7 @@ fn main() {
         let gate_up = random_tensor(gpu, &[rows, 2 * inter], 11);
         let mut out = random_tensor(gpu, &[rows, inter], 12);
         let bytes = 3.0 * (rows * inter) as f64 * e;
+        copy_row(gpu, flush, &format!("{rows}x{inter}"), bytes, ceiling);
         for variant in [SwigluVariant::Vector, SwigluVariant::Scalar] {
             let ms = time_ms(gpu, flush, || {
                 gpu.swiglu(variant, SwigluDeviceInput::Separate { gate: &gate, up: &up }, &mut out).expect("swiglu")
