@@ -295,6 +295,26 @@ impl EngineDispatch {
         if let Ok(Some(outcome)) = hit {
             return self.executor.finish(outcome, device, start, selected);
         }
+        self.dispatch_missed(operation, args, context, signature, start, slot, versions)
+    }
+
+    /// A call this thread's memo did not answer: derives the context when not given,
+    /// selects, remembers and runs. Out of line and cold, so that a hit's code (what runs
+    /// on every call, and is out of the CPU's instruction cache after a GPU launch) spans
+    /// as few cache lines as it can.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_missed(
+        &self,
+        operation: Operation,
+        args: &mut OpArgs<'_>,
+        context: Option<&SelectionContext>,
+        signature: Option<ArgsSignature>,
+        start: Option<crate::executor::Tick>,
+        slot: usize,
+        versions: Versions,
+    ) -> Result<DispatchResult<()>, DispatchError> {
         let derived;
         let (context, key) = match (context, signature) {
             (Some(context), _) => (context, MemoKey::Context(*context)),
