@@ -46,10 +46,21 @@ fn extent(rows: usize, stride: usize, width: usize, element: usize) -> Option<us
 fn check(name: &'static str, what: &'static str, needed: Option<usize>, len: usize) -> Result<(), CudaError> {
     match needed {
         Some(needed) if needed <= len => Ok(()),
-        _ => Err(CudaError::OutOfBounds { kernel: name, buffer: what, needed: needed.unwrap_or(usize::MAX), len }),
+        _ => Err(out_of_bounds(name, what, needed, len)),
     }
 }
 
+// Errors are made out of line (`#[cold]`), off the path every launch runs (see
+// `ops::unsupported_dtype`).
+
+#[cold]
+#[inline(never)]
+fn out_of_bounds(kernel: &'static str, buffer: &'static str, needed: Option<usize>, len: usize) -> CudaError {
+    CudaError::OutOfBounds { kernel, buffer, needed: needed.unwrap_or(usize::MAX), len }
+}
+
+#[cold]
+#[inline(never)]
 fn launch_error(kernel: &'static str, cfg: LaunchConfig, e: cudarc::driver::DriverError) -> CudaError {
     CudaError::Launch { kernel, grid: cfg.grid_dim, block: cfg.block_dim, message: e.to_string() }
 }

@@ -244,11 +244,18 @@ impl CudaDevice {
 
     fn check_on_device(&self, what: &str, device: Device) -> Result<(), KernelError> {
         if device != self.device {
-            let mismatch = TypesError::DeviceMismatch { expected: self.device, actual: device };
-            return Err(KernelError::InvalidArgument(format!("{what}: {mismatch}")));
+            return Err(off_device(what, self.device, device));
         }
         Ok(())
     }
+}
+
+/// A tensor on another device than the kernel's (out of line: see `ops::unsupported_dtype`).
+#[cold]
+#[inline(never)]
+fn off_device(what: &str, expected: Device, actual: Device) -> KernelError {
+    let mismatch = TypesError::DeviceMismatch { expected, actual };
+    KernelError::InvalidArgument(format!("{what}: {mismatch}"))
 }
 
 impl std::fmt::Debug for CudaDevice {

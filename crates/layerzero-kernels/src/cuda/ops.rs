@@ -55,16 +55,25 @@ fn dtype_index(dtype: DType) -> Result<usize, KernelError> {
         DType::BF16 => Ok(0),
         DType::F16 => Ok(1),
         DType::F32 => Ok(2),
-        other => {
-            Err(KernelError::Unsupported(format!("dtype {other}: the CUDA kernels take bfloat16, float16, float32")))
-        }
+        other => Err(unsupported_dtype(other)),
     }
+}
+
+// The errors of the launch checks are made out of line (`#[cold]`): a launch's checks run on
+// every call, after a driver call has pushed this code out of the CPU's nearer caches, and
+// an error's formatting inlined among them spreads the passing path over more cache lines.
+
+#[cold]
+#[inline(never)]
+fn unsupported_dtype(dtype: DType) -> KernelError {
+    KernelError::Unsupported(format!("dtype {dtype}: the CUDA kernels take bfloat16, float16, float32"))
 }
 
 fn pack(dtype: DType) -> usize {
     16 / dtype.size_in_bytes()
 }
 
+#[cold]
 fn invalid(message: String) -> KernelError {
     KernelError::InvalidArgument(message)
 }
@@ -370,6 +379,36 @@ fn rows_and_hidden(x: &impl TensorMeta) -> Result<(usize, usize), KernelError> {
     Ok((x.shape().numel() / hidden, hidden))
 }
 
+#[cold]
+#[inline(never)]
+fn unlike_x(what: &str, x: &TensorView<'_>, dtype: DType, dims: &[usize]) -> KernelError {
+    invalid(format!("{what} must be {} {:?} like x, is {dtype} {dims:?}", x.dtype(), x.dims()))
+}
+
+#[cold]
+#[inline(never)]
+fn not_per_channel(what: &str, dtype: DType, hidden: usize, t: &TensorView<'_>) -> KernelError {
+    invalid(format!("{what} must be {dtype} [{hidden}], is {} {:?}", t.dtype(), t.dims()))
+}
+
+/// A row the `variant` cannot take: `hidden` not a multiple of the 16-byte pack, or more
+/// than `max_packs` packs.
+#[cold]
+#[inline(never)]
+fn outside_row_limits(variant: &str, dtype: DType, max_packs: usize, hidden: usize) -> KernelError {
+    KernelError::Unsupported(format!(
+        "{variant} variant needs hidden a multiple of {} and at most {}, got {hidden}",
+        pack(dtype),
+        max_packs * pack(dtype)
+    ))
+}
+
+#[cold]
+#[inline(never)]
+fn bad_eps(eps: f32) -> KernelError {
+    invalid(format!("eps must be finite and non-negative, is {eps}"))
+}
+
 /// What the norm kernels learn from checking their common arguments.
 struct NormShape {
     dtype: DType,
@@ -384,13 +423,7 @@ impl CudaDevice {
     fn like_x(&self, x: &TensorView<'_>, what: &str, t: &impl TensorMeta) -> Result<(), KernelError> {
         self.check_on_device(what, t.device())?;
         if t.dtype() != x.dtype() || t.shape().dims() != x.dims() {
-            return Err(invalid(format!(
-                "{what} must be {} {:?} like x, is {} {:?}",
-                x.dtype(),
-                x.dims(),
-                t.dtype(),
-                t.shape().dims()
-            )));
+            return Err(unlike_x(what, x, t.dtype(), t.shape().dims()));
         }
         Ok(())
     }
@@ -416,11 +449,11 @@ impl CudaDevice {
             self.check_on_device(what, t.device())?;
             dense(what, t.is_contiguous())?;
             if t.dtype() != dtype || t.dims() != [hidden] {
-                return Err(invalid(format!("{what} must be {dtype} [{hidden}], is {} {:?}", t.dtype(), t.dims())));
+                return Err(not_per_channel(what, dtype, hidden, t));
             }
         }
         if !eps.is_finite() || eps < 0.0 {
-            return Err(invalid(format!("eps must be finite and non-negative, is {eps}")));
+            return Err(bad_eps(eps));
         }
         Ok(NormShape { dtype, dtype_index, rows, hidden })
     }
@@ -477,11 +510,7 @@ impl CudaDevice {
                     }
                 };
                 let (true, Some(v)) = (aligned, v) else {
-                    return Err(KernelError::Unsupported(format!(
-                        "rms_norm block variant needs hidden a multiple of {} and at most {}, got {hidden}",
-                        pack(dtype),
-                        8 * 1024 * pack(dtype)
-                    )));
+                    return Err(outside_row_limits("rms_norm block", dtype, 8 * 1024, hidden));
                 };
                 let threads = packs.div_ceil(v).next_multiple_of(32).clamp(32, 1024) as u32;
                 let wide = v == 2 && (257..=512).contains(&threads) && residual.is_none();
@@ -492,11 +521,7 @@ impl CudaDevice {
             }
             RmsNormVariant::Warp => {
                 let Some(v) = warp_packs(dtype, hidden) else {
-                    return Err(KernelError::Unsupported(format!(
-                        "rms_norm warp variant needs hidden a multiple of {} and at most {}, got {hidden}",
-                        pack(dtype),
-                        4 * 32 * pack(dtype)
-                    )));
+                    return Err(outside_row_limits("rms_norm warp", dtype, 4 * 32, hidden));
                 };
                 (
                     norm_entry(variant, dtype_index, v),
@@ -959,18 +984,26 @@ pub enum SwigluViews<'a> {
 /// Device kernels read dense row-major memory (they take no strides): anything else is
 /// refused before launch.
 fn dense(what: &str, contiguous: bool) -> Result<(), KernelError> {
-    if contiguous {
-        Ok(())
-    } else {
-        Err(KernelError::Unsupported(format!("{what} must be contiguous (row-major, no gaps) for the CUDA kernels")))
-    }
+    if contiguous { Ok(()) } else { Err(not_contiguous(what)) }
+}
+
+#[cold]
+#[inline(never)]
+fn not_contiguous(what: &str) -> KernelError {
+    KernelError::Unsupported(format!("{what} must be contiguous (row-major, no gaps) for the CUDA kernels"))
 }
 
 fn grid(blocks: usize) -> Result<u32, KernelError> {
-    u32::try_from(blocks.max(1))
-        .ok()
-        .filter(|&b| b < i32::MAX as u32)
-        .ok_or_else(|| KernelError::Unsupported(format!("{blocks} blocks exceed the grid limit")))
+    match u32::try_from(blocks.max(1)) {
+        Ok(b) if b < i32::MAX as u32 => Ok(b),
+        _ => Err(too_many_blocks(blocks)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn too_many_blocks(blocks: usize) -> KernelError {
+    KernelError::Unsupported(format!("{blocks} blocks exceed the grid limit"))
 }
 
 impl CudaDevice {
