@@ -197,6 +197,8 @@ impl Executor {
 
     /// Fails a dispatch that ended before the selection answered, counting it as an error
     /// and not as a cache lookup.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn fail_unselected<T>(&self, error: DispatchError) -> Result<T, DispatchError> {
         if self.telemetry_enabled {
             self.telemetry.record_unselected_error();
@@ -221,6 +223,8 @@ impl Executor {
     }
 
     /// Fails a dispatch that never reached a kernel, counting it.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn fail<T>(&self, error: DispatchError) -> Result<T, DispatchError> {
         if self.telemetry_enabled {
             self.telemetry.record_error();

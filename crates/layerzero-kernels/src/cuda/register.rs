@@ -76,21 +76,44 @@ const ROPE_VECTOR_HEAD_DIM: DimConstraint = DimConstraint::Range { min: 16, max:
 /// The device that runs a call whose first tensor is on `device`.
 fn device_for(devices: &[CudaDevice], device: Device) -> Result<&CudaDevice, KernelError> {
     match device {
-        Device::Cuda(_) => devices.iter().find(|d| d.device() == device).ok_or_else(|| KernelError::Backend {
-            backend: "cuda",
-            message: format!("no CUDA device {device} was registered with these kernels"),
-        }),
-        Device::Cpu => Err(KernelError::InvalidArgument(
-            "the CUDA kernels take tensors in device memory, got one on cpu (no copy is made)".to_owned(),
-        )),
+        Device::Cuda(_) => match devices.iter().find(|d| d.device() == device) {
+            Some(gpu) => Ok(gpu),
+            None => Err(unregistered(device)),
+        },
+        Device::Cpu => Err(on_host()),
     }
+}
+
+// Errors out of line (`#[cold]`), off the path every call runs (see `ops::unsupported_dtype`).
+
+#[cold]
+#[inline(never)]
+fn unregistered(device: Device) -> KernelError {
+    KernelError::Backend {
+        backend: "cuda",
+        message: format!("no CUDA device {device} was registered with these kernels"),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn on_host() -> KernelError {
+    KernelError::InvalidArgument(
+        "the CUDA kernels take tensors in device memory, got one on cpu (no copy is made)".to_owned(),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn rms_norm_bias() -> KernelError {
+    KernelError::InvalidArgument("rms_norm takes no bias, one was given".to_owned())
 }
 
 fn rms_norm(devices: Arc<[CudaDevice]>, variant: RmsNormVariant) -> KernelImpl {
     KernelImpl::norm(move |args: &mut NormArgs<'_>| {
         let gpu = device_for(&devices, args.input.device())?;
         if args.bias.is_some() {
-            return Err(KernelError::InvalidArgument("rms_norm takes no bias, one was given".to_owned()));
+            return Err(rms_norm_bias());
         }
         let residual = args.residual.as_mut().map(|r| (r.input, r.output.reborrow()));
         gpu.rms_norm_view(variant, args.input, residual, args.weight, args.output.reborrow(), args.eps)
