@@ -702,13 +702,9 @@ impl CudaDevice {
         let packs = hidden / pack(dtype);
         let (entry, cfg) = match variant {
             LayerNormVariant::Block => {
-                let v = block_packs(dtype, hidden, BlockRows::LayerNorm).ok_or_else(|| {
-                    KernelError::Unsupported(format!(
-                        "layer_norm block variant needs hidden a multiple of {} and at most {}, got {hidden}",
-                        pack(dtype),
-                        8 * 1024 * pack(dtype)
-                    ))
-                })?;
+                let Some(v) = block_packs(dtype, hidden, BlockRows::LayerNorm) else {
+                    return Err(outside_row_limits("layer_norm block", dtype, 8 * 1024, hidden));
+                };
                 let threads = packs.div_ceil(v).next_multiple_of(32).clamp(32, 1024) as u32;
                 (
                     layer_norm_entry(dtype_index, v),
