@@ -194,3 +194,34 @@ fn a_kernel_may_dispatch_again_on_its_thread() {
     }
     assert_eq!(NESTED_CALLS.load(Ordering::Relaxed), 4);
 }
+
+/// A hit by signature skips the check of the arguments against the operation (the
+/// signature holds their kind, and only a call that passed the check is remembered):
+/// arguments of another kind must still fail, each time, however often the operation's
+/// own arguments were remembered, with a derived context or a given one.
+#[test]
+fn arguments_of_another_kind_fail_after_remembered_calls() {
+    use layerzero::dispatch::DispatchError;
+    use layerzero::types::{ArgsKind, MatmulArgs, TensorViewMut};
+
+    let kernels = Arc::new(KernelRegistry::new());
+    kernels.register_with_impl(spec("memo_kind", 10), writes(1.0)).expect("registered");
+    let dispatcher = dynamic(&kernels);
+    let a = Tensor::zeros(&[2, 4], DType::F32).expect("a");
+    let context = SelectionContext::from_tensor(&a.view()).expect("a context");
+    for given in [None, Some(&context)] {
+        for _ in 0..3 {
+            assert_eq!(run(&dispatcher, given), ("memo_kind".to_owned(), 1.0));
+            let b = Tensor::zeros(&[4, 4], DType::F32).expect("b");
+            let mut product = vec![0f32; 8];
+            let output = TensorViewMut::from_slice(&mut product, &[2, 4]).expect("output");
+            let mut args = OpArgs::Matmul(MatmulArgs { a: a.view(), b: b.view(), output });
+            let error = dispatcher.dispatch(RMS, &mut args, given).expect_err("matmul arguments for rms_norm");
+            let expected =
+                DispatchError::WrongArguments { operation: RMS, expected: ArgsKind::Norm, actual: ArgsKind::Matmul };
+            assert_eq!(error, expected);
+        }
+    }
+    let telemetry = dispatcher.telemetry();
+    assert_eq!((telemetry.dispatch_count, telemetry.error_count), (12, 6));
+}

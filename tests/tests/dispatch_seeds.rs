@@ -95,6 +95,8 @@ fn static_dispatch_with_the_builder() {
     let result = result.unwrap();
     assert_eq!((result.kernel_id.as_str(), mark, result.was_fallback), ("flash_attn_v2_attention", 1.0, false));
     assert!(result.timing.total_ns > 0, "record_timing is on by default");
+    let timing = result.timing;
+    assert_eq!(timing.selection_ns + timing.execution_ns, timing.total_ns, "{timing:?}");
     let (result, mark) = normalise(&dispatcher);
     assert_eq!((result.unwrap().kernel_id.as_str(), mark), ("liger_rms_norm", 3.0));
     let kernels: Vec<&str> = dispatcher.kernels(CAUSAL).map(KernelId::as_str).collect();

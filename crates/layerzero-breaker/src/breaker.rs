@@ -612,7 +612,7 @@ impl<'a> CallPermit<'a> {
 
     /// The call succeeded. Cost when CLOSED with no failures counted: one atomic load and one
     /// store to a counter only this thread writes.
-    #[inline]
+    #[inline(always)]
     pub fn record_success(mut self) {
         self.settled = true;
         let breaker = self.breaker;

@@ -250,9 +250,6 @@ impl EngineDispatch {
         args: &mut OpArgs<'_>,
         context: Option<&SelectionContext>,
     ) -> Result<DispatchResult<()>, DispatchError> {
-        if let Err(e) = check_args(operation, args) {
-            return self.executor.fail_unselected(e);
-        }
         let start = self.executor.now();
         if !self.memo {
             return self.dispatch_unremembered(operation, args, context, start);
@@ -260,8 +257,17 @@ impl EngineDispatch {
         // Read before selecting: a change during the selection leaves a remembered
         // entry behind, and the next call selects again.
         let versions = self.versions();
+        // The arguments are checked against the operation here when the context is given,
+        // and on a miss otherwise: an entry remembered by signature was made by a call
+        // that passed the check, and the signature holds the arguments' kind, so a hit
+        // by signature has passed it.
         let (slot, signature) = match context {
-            Some(context) => (memo_slot(self.id, operation, context_bits(context)), None),
+            Some(context) => {
+                if let Err(e) = check_args(operation, args) {
+                    return self.executor.fail_unselected(e);
+                }
+                (memo_slot(self.id, operation, context_bits(context)), None)
+            }
             None => match args.signature() {
                 Some(signature) => (memo_slot(self.id, operation, signature_bits(&signature)), Some(signature)),
                 None => return self.dispatch_unremembered(operation, args, context, start),
@@ -298,10 +304,11 @@ impl EngineDispatch {
         self.dispatch_missed(operation, args, context, signature, start, slot, versions)
     }
 
-    /// A call this thread's memo did not answer: derives the context when not given,
-    /// selects, remembers and runs. Out of line and cold, so that a hit's code (what runs
-    /// on every call, and is out of the CPU's instruction cache after a GPU launch) spans
-    /// as few cache lines as it can.
+    /// A call this thread's memo did not answer: checks the arguments (again, when the
+    /// context was given), derives the context when not given, selects, remembers and
+    /// runs. Out of line and cold, so that a hit's code (what runs on every call, and is
+    /// out of the CPU's instruction cache after a GPU launch) spans as few cache lines as
+    /// it can.
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
@@ -315,6 +322,9 @@ impl EngineDispatch {
         slot: usize,
         versions: Versions,
     ) -> Result<DispatchResult<()>, DispatchError> {
+        if let Err(e) = check_args(operation, args) {
+            return self.executor.fail_unselected(e);
+        }
         let derived;
         let (context, key) = match (context, signature) {
             (Some(context), _) => (context, MemoKey::Context(*context)),
@@ -329,7 +339,11 @@ impl EngineDispatch {
         self.dispatch_selected(operation, args, context, start, Some(Remember { slot, key, versions }))
     }
 
-    /// Derives the context when not given, then selects and runs without the memo.
+    /// Checks the arguments, derives the context when not given, then selects and runs
+    /// without the memo: for a dispatcher without a selection cache, or arguments whose
+    /// signature does not pack.
+    #[cold]
+    #[inline(never)]
     fn dispatch_unremembered(
         &self,
         operation: Operation,
@@ -337,6 +351,9 @@ impl EngineDispatch {
         context: Option<&SelectionContext>,
         start: Option<crate::executor::Tick>,
     ) -> Result<DispatchResult<()>, DispatchError> {
+        if let Err(e) = check_args(operation, args) {
+            return self.executor.fail_unselected(e);
+        }
         match context {
             Some(context) => self.dispatch_selected(operation, args, context, start, None),
             None => match args.context() {

@@ -10,11 +10,11 @@ use std::time::Duration;
 pub(crate) use quanta::Instant;
 
 /// A raw reading of the executor's clock, for a dispatch's timing: a timed dispatch reads
-/// it three times, so each read is the time-stamp counter alone (one `rdtsc`, a few ns,
-/// where `std::time::Instant` goes through `clock_gettime` at 20–25 ns, and
+/// it three times, so each read is quanta's raw one (the time-stamp counter alone where
+/// quanta uses it, where `std::time::Instant` goes through `clock_gettime`, and
 /// `quanta::Instant::now` adds a thread-local override check and a scaling), converted to
-/// nanoseconds only for the differences recorded. Where the TSC is unusable quanta reads
-/// the OS clock, in nanoseconds.
+/// nanoseconds only for the differences recorded. Where the counter is unusable quanta
+/// reads the OS clock, in nanoseconds.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tick(u64);
 
@@ -64,8 +64,8 @@ enum First<'b> {
 
 /// Runs kernels for the dispatchers; one per dispatcher.
 ///
-/// `repr(C)`: the flags, the clock and the telemetry shards' pointer (first in
-/// [`Telemetry`]) fill the first cache line, and the breakers (line-aligned) start with
+/// `repr(C)`: the flags, the clock's rate, the clock and the telemetry shards' pointer
+/// (first in [`Telemetry`]) fill the first cache line (a test checks it), and the breakers (line-aligned) start with
 /// what a permit reads; the rest is read off the straight path. After a GPU launch these
 /// lines are cold, and each one a dispatch touches is a miss.
 #[repr(C, align(64))]
@@ -76,6 +76,8 @@ pub(crate) struct Executor {
     enable_transforms: bool,
     enable_fallback: bool,
     log_fallbacks: bool,
+    /// Nanoseconds per [`Tick`], times 2^32 (see [`nanos_between`](Self::nanos_between)).
+    nanos_per_tick: u64,
     /// The clock [`Tick`]s are read from (quanta's, calibrated once per process).
     clock: quanta::Clock,
     telemetry: Telemetry,
@@ -138,6 +140,8 @@ impl Executor {
         // Making quanta's clock calibrates it against the OS clock (10–20 ms typically,
         // 200 ms at most, once per process): here, not in the first timed call.
         let timing_clock = quanta::Clock::new();
+        // The clock's own scaling of 2^32 ticks: its rate in fixed point.
+        let nanos_per_tick = timing_clock.delta_as_nanos(0, 1 << 32);
         let breakers = if config.circuit_breaker_enabled() {
             let breaker_config = breaker_config(config);
             Some(DeviceBreakers::new(match clock {
@@ -162,6 +166,7 @@ impl Executor {
             log_fallbacks: config.log_fallbacks(),
             record_timing: config.record_timing(),
             clock: timing_clock,
+            nanos_per_tick,
             telemetry_enabled: config.enable_telemetry(),
             enable_transforms: config.enable_transforms(),
             sync_after_execution: config.sync_after_execution(),
@@ -216,10 +221,16 @@ impl Executor {
         self.record_timing.then(|| Tick(self.clock.raw()))
     }
 
-    /// Nanoseconds from `start` to `end` (0 when `end` is not later).
+    /// Nanoseconds from `start` to `end` (0 when `end` is not later): the ticks between
+    /// them at the clock's calibrated rate, which [`new`](Self::new) read from the clock
+    /// once, in 32.32 fixed point. A multiply and a shift, where the clock's own
+    /// conversion branches on its kind and shifts by a variable amount. The two differ by
+    /// at most 2 ns below 2^32 ticks (a second or more), and by about one part in 10^9
+    /// past that.
     #[inline]
     fn nanos_between(&self, start: Tick, end: Tick) -> u64 {
-        self.clock.delta_as_nanos(start.0, end.0)
+        let ticks = end.0.saturating_sub(start.0);
+        ((u128::from(ticks) * u128::from(self.nanos_per_tick)) >> 32) as u64
     }
 
     /// Fails a dispatch that never reached a kernel, counting it.
@@ -277,11 +288,10 @@ impl Executor {
                 let timing = match (start, selected) {
                     (Some(start), Some(selected)) => {
                         let end = Tick(self.clock.raw());
-                        DispatchTiming {
-                            total_ns: self.nanos_between(start, end),
-                            selection_ns: self.nanos_between(start, selected),
-                            execution_ns: self.nanos_between(selected, end),
-                        }
+                        let total_ns = self.nanos_between(start, end);
+                        let selection_ns = self.nanos_between(start, selected).min(total_ns);
+                        // The rest of the total, so that the two parts add up to it.
+                        DispatchTiming { total_ns, selection_ns, execution_ns: total_ns - selection_ns }
                     }
                     _ => DispatchTiming::default(),
                 };
@@ -352,9 +362,11 @@ impl Executor {
     /// is the kernel's).
     #[inline]
     fn call(&self, kernel: KernelId, code: &KernelImpl, args: &mut OpArgs<'_>) -> KernelResult {
-        match (code.call(args), self.device_sync()) {
-            (Ok(()), Some(hook)) => hook.synchronize(kernel),
-            (result, _) => result,
+        // The hook first, then the kernel's result returned as it is: a match on a
+        // (result, hook) pair moved the result into a tuple and out, two copies a call.
+        match self.device_sync() {
+            Some(hook) => code.call(args).and_then(|()| hook.synchronize(kernel)),
+            None => code.call(args),
         }
     }
 
@@ -568,5 +580,34 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         text.clone()
     } else {
         "a panic with a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executor() -> Executor {
+        Executor::new(&DispatchConfig::default(), None).expect("an executor")
+    }
+
+    #[test]
+    fn what_a_timed_dispatch_reads_first_shares_one_cache_line() {
+        // The telemetry's first word is its shards' pointer (`repr(C)`, a thin pointer).
+        let end = std::mem::offset_of!(Executor, telemetry) + std::mem::size_of::<usize>();
+        assert!(end <= 64, "the shards' pointer ends at byte {end}");
+    }
+
+    #[test]
+    fn tick_differences_convert_as_the_clock_does() {
+        let executor = executor();
+        let start = Tick(executor.clock.raw());
+        std::thread::sleep(Duration::from_millis(5));
+        let end = Tick(executor.clock.raw());
+        let ours = executor.nanos_between(start, end);
+        let clock = executor.clock.delta_as_nanos(start.0, end.0);
+        assert!(ours >= 4_000_000, "5 ms slept, {ours} ns measured");
+        assert!(ours.abs_diff(clock) <= 2, "{ours} ns, the clock's own conversion {clock} ns");
+        assert_eq!(executor.nanos_between(end, start), 0, "an earlier end is no time");
     }
 }

@@ -146,7 +146,8 @@ pub(crate) enum AttemptOutcome {
 // `repr(C)`: `shards`, all a success reads here, first (see the executor's layout).
 #[repr(C)]
 pub struct Telemetry {
-    shards: Box<[Shard]>,
+    // A thin pointer (the count is the type's): one word on the executor's first line.
+    shards: Box<[Shard; SHARDS]>,
     failures: FailureCounters,
     // The id behind each tracked index, filled when a dispatcher learns of a kernel (at
     // build, or when its kernel table is rebuilt), so the hot path never writes it.
@@ -176,7 +177,7 @@ impl Telemetry {
     /// histograms).
     pub fn new() -> Self {
         Telemetry {
-            shards: (0..SHARDS).map(|_| Shard::new()).collect(),
+            shards: Box::new(std::array::from_fn(|_| Shard::new())),
             failures: FailureCounters {
                 failures: counters(),
                 panics: counters(),
@@ -234,7 +235,7 @@ impl Telemetry {
     /// A dispatch that `kernel` answered on `device`. Budget: one count on this thread's
     /// shard (one more for a fallback, one more on a GPU), plus one per latency given;
     /// each a relaxed load and store on a thread's own shard.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record_success(
         &self,
         kernel: KernelId,

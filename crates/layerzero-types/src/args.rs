@@ -390,7 +390,8 @@ impl OpArgs<'_> {
     /// ```
     #[inline(always)]
     pub fn signature(&self) -> Option<ArgsSignature> {
-        let (meta, dims, extra) = match self {
+        // The kind comes from this match, not from `kind()`: one branch on the variant.
+        let (kind, meta, dims, extra) = match self {
             OpArgs::Attention(args) => {
                 // `from_attention` reads both tensors' four dims, dtypes and devices, and
                 // the layout; the context adds `is_causal` and `window_size`.
@@ -407,28 +408,34 @@ impl OpArgs<'_> {
             // Norms also read the input's last dimension (hidden_size), in word 2, and
             // whether a residual is given.
             OpArgs::Norm(args) => (
+                ArgsKind::Norm,
                 tensor_meta(&args.input) | u64::from(args.residual.is_some()) << 34,
                 args.input.dims(),
                 last_word(args.input.dims())?,
             ),
             // Rope also reads the layout and the last dimension (head_dim).
-            OpArgs::Rope(args) => {
-                (tensor_meta(&args.x) | (args.layout as u64) << 32, args.x.dims(), last_word(args.x.dims())?)
-            }
+            OpArgs::Rope(args) => (
+                ArgsKind::Rope,
+                tensor_meta(&args.x) | (args.layout as u64) << 32,
+                args.x.dims(),
+                last_word(args.x.dims())?,
+            ),
             // Swiglu also reads the output's last dimension (hidden_size).
             OpArgs::Swiglu(args) => {
                 let last = last_word(args.output.dims())?;
                 match &args.input {
-                    SwigluInput::Separate { gate, .. } => (tensor_meta(gate), gate.dims(), last),
-                    SwigluInput::Fused(gate_up) => (tensor_meta(gate_up) | 1 << 33, gate_up.dims(), last),
+                    SwigluInput::Separate { gate, .. } => (ArgsKind::Swiglu, tensor_meta(gate), gate.dims(), last),
+                    SwigluInput::Fused(gate_up) => {
+                        (ArgsKind::Swiglu, tensor_meta(gate_up) | 1 << 33, gate_up.dims(), last)
+                    }
                 }
             }
-            OpArgs::Matmul(args) => (tensor_meta(&args.a), args.a.dims(), 0),
+            OpArgs::Matmul(args) => (ArgsKind::Matmul, tensor_meta(&args.a), args.a.dims(), 0),
         };
         // `from_tensor` reads the rank and the first two dims.
         let dim = |i: usize| dims.get(i).map_or(Some(0), |&d| u32::try_from(d).ok().map(u64::from));
         let first_two = dim(0)? | dim(1)? << 32;
-        Some(ArgsSignature { words: [self.kind() as u64 | meta << 8, first_two, extra, 0, 0, 0] })
+        Some(ArgsSignature { words: [kind as u64 | meta << 8, first_two, extra, 0, 0, 0] })
     }
 }
 

@@ -5,7 +5,9 @@ use crate::KernelId;
 /// Where the time of one dispatch went, in nanoseconds.
 ///
 /// `total_ns` covers the whole call; `selection_ns` the context, cache and selection;
-/// `execution_ns` the kernel (and any fallbacks).
+/// `execution_ns` the kernel (and any fallbacks): the rest of the total, so the two parts
+/// add up to it. All three are 0 where no time is recorded: `record_timing` off, or a
+/// `#[static_dispatch]` router, which reads no clock.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DispatchTiming {
     /// The whole call.
