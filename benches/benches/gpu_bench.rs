@@ -8,8 +8,9 @@
 //! torch.compile and liger-kernel on the same shapes: `python3 benches/gpu/peers.py`.
 //!
 //! With `LZ_BENCH_LAUNCH_ONLY` set, only the launch-overhead rows run (about a second), so
-//! that many processes can be run in a row: a process's layout in memory moves its ratios
-//! by a few percent, more than the spread within one process.
+//! that many processes can be run in a row: the ratios move by a few percent from one
+//! process to the next, more than the spread within one process (and as much with address
+//! randomisation off or the process pinned to one core: it is not the layout in memory).
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -286,7 +286,7 @@ if [ -f peers.py ]; then
   echo "== peers (PyTorch eager, torch.compile, liger)"; python3 peers.py 2>&1 | tee "$OUT/peers.txt"
 fi
 if [ -x gpu_bench ]; then
-  # A process's layout in memory moves the launch-overhead ratios by a few percent: ten
+  # The launch-overhead ratios move by a few percent from one process to the next: ten
   # more processes give their spread.
   echo "== launch overhead, 10 processes"
   for i in 1 2 3 4 5 6 7 8 9 10; do LZ_BENCH_LAUNCH_ONLY=1 ./gpu_bench; done 2>&1 | tee "$OUT/launch.txt" | grep -c ratio
