@@ -225,3 +225,31 @@ fn arguments_of_another_kind_fail_after_remembered_calls() {
     let telemetry = dispatcher.telemetry();
     assert_eq!((telemetry.dispatch_count, telemetry.error_count), (12, 6));
 }
+
+/// A thread's memo holds the kernel tables (the kernels' code) it ran with; when the
+/// thread ends they are dropped, so nothing a dispatcher registered outlives it and its
+/// registry because a thread once dispatched through it.
+#[test]
+fn a_thread_that_ends_drops_what_its_memo_held() {
+    let marker = Arc::new(());
+    let kernels = Arc::new(KernelRegistry::new());
+    let held = Arc::clone(&marker);
+    let code = KernelImpl::norm(move |args: &mut NormArgs<'_>| -> KernelResult {
+        let _ = &held;
+        args.output.as_mut_slice::<f32>().map_err(KernelError::Tensor)?.fill(4.0);
+        Ok(())
+    });
+    kernels.register_with_impl(spec("memo_owner", 10), code).expect("registered");
+    let dispatcher = dynamic(&kernels);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..3 {
+                assert_eq!(run(&dispatcher, None), ("memo_owner".to_owned(), 4.0));
+            }
+        });
+    });
+    drop(dispatcher);
+    drop(kernels);
+    // Only the spawned thread dispatched, and it has ended: nothing holds the code now.
+    assert_eq!(Arc::strong_count(&marker), 1, "the ended thread's memo still holds the kernel's code");
+}
