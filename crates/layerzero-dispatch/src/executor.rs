@@ -10,8 +10,8 @@ use std::time::Duration;
 pub(crate) use quanta::Instant;
 
 /// A raw reading of the executor's clock, for a dispatch's timing: a timed dispatch reads
-/// it three times, so each read is quanta's raw one (the time-stamp counter alone where
-/// quanta uses it, where `std::time::Instant` goes through `clock_gettime`, and
+/// it three times, so each read is quanta's raw one, the time-stamp counter alone where
+/// quanta uses it (`std::time::Instant` goes through `clock_gettime`, and
 /// `quanta::Instant::now` adds a thread-local override check and a scaling), converted to
 /// nanoseconds only for the differences recorded. Where the counter is unusable quanta
 /// reads the OS clock, in nanoseconds.
@@ -65,9 +65,10 @@ enum First<'b> {
 /// Runs kernels for the dispatchers; one per dispatcher.
 ///
 /// `repr(C)`: the flags, the clock's rate, the clock and the telemetry shards' pointer
-/// (first in [`Telemetry`]) fill the first cache line (a test checks it), and the breakers (line-aligned) start with
-/// what a permit reads; the rest is read off the straight path. After a GPU launch these
-/// lines are cold, and each one a dispatch touches is a miss.
+/// (first in [`Telemetry`]) fill the first cache line (a test checks it), and the
+/// breakers (line-aligned) start with what a permit reads; the rest is read off the
+/// straight path. After a GPU launch these lines are cold, and each one a dispatch
+/// touches is a miss.
 #[repr(C, align(64))]
 pub(crate) struct Executor {
     record_timing: bool,
