@@ -242,11 +242,15 @@ fn a_thread_that_ends_drops_what_its_memo_held() {
     kernels.register_with_impl(spec("memo_owner", 10), code).expect("registered");
     let dispatcher = dynamic(&kernels);
     std::thread::scope(|scope| {
-        scope.spawn(|| {
+        // Joined by hand: the scope's own join returns once the closure has returned,
+        // before the thread's thread-local destructors (which empty its memo) have run; a
+        // handle's join waits for the thread to end.
+        let dispatching = scope.spawn(|| {
             for _ in 0..3 {
                 assert_eq!(run(&dispatcher, None), ("memo_owner".to_owned(), 4.0));
             }
         });
+        dispatching.join().expect("the dispatching thread");
     });
     drop(dispatcher);
     drop(kernels);
