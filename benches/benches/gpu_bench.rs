@@ -1,7 +1,7 @@
 //! GPU timings of LayerZero's CUDA kernels on the anchor shapes of `../shared/GPU.md` §5,
 //! next to the device-to-device copy ceiling measured in the same run (2 GiB) and a copy of
-//! the bytes each shape moves, plus the host cost
-//! of a launch through LayerZero against a raw cudarc launch of the same kernel.
+//! the bytes each shape moves, plus the host cost of a launch through LayerZero against a
+//! raw cudarc launch of the same kernel.
 //!
 //! `cargo bench -p layerzero-benches --features cuda --bench gpu_bench` on a machine with a
 //! GPU, or through `cargo xtask gpu-bundle` for the device machine. PyTorch eager,

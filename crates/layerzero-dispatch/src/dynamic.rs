@@ -15,7 +15,7 @@ use layerzero_types::{
     ArgsSignature, Device, DispatchResult, KernelError, KernelId, OpArgs, Operation, SelectionContext,
 };
 
-use crate::executor::{DeviceSync, Executor, call_device, check_args};
+use crate::executor::{DeviceSync, Executor, call_device};
 use crate::telemetry::TelemetrySnapshot;
 use crate::transform::KernelEntry;
 use crate::{DispatchError, Dispatcher};
@@ -263,9 +263,7 @@ impl EngineDispatch {
         // by signature has passed it.
         let (slot, signature) = match context {
             Some(context) => {
-                if let Err(e) = check_args(operation, args) {
-                    return self.executor.fail_unselected(e);
-                }
+                self.executor.check_before_selection(operation, args)?;
                 (memo_slot(self.id, operation, context_bits(context)), None)
             }
             None => match args.signature() {
@@ -304,11 +302,11 @@ impl EngineDispatch {
         self.dispatch_missed(operation, args, context, signature, start, slot, versions)
     }
 
-    /// A call this thread's memo did not answer: checks the arguments (again, when the
-    /// context was given), derives the context when not given, selects, remembers and
-    /// runs. Out of line and cold, so that a hit's code (what runs on every call, and is
-    /// out of the CPU's instruction cache after a GPU launch) spans as few cache lines as
-    /// it can.
+    /// A call this thread's memo did not answer: checks the arguments when they came by
+    /// signature (a given context's were checked already), derives the context when not
+    /// given, selects, remembers and runs. Out of line and cold, so that a hit's code
+    /// (what runs on every call, and is out of the CPU's instruction cache after a GPU
+    /// launch) spans as few cache lines as it can.
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
@@ -322,8 +320,8 @@ impl EngineDispatch {
         slot: usize,
         versions: Versions,
     ) -> Result<DispatchResult<()>, DispatchError> {
-        if let Err(e) = check_args(operation, args) {
-            return self.executor.fail_unselected(e);
+        if signature.is_some() {
+            self.executor.check_before_selection(operation, args)?;
         }
         let derived;
         let (context, key) = match (context, signature) {
@@ -351,9 +349,7 @@ impl EngineDispatch {
         context: Option<&SelectionContext>,
         start: Option<crate::executor::Tick>,
     ) -> Result<DispatchResult<()>, DispatchError> {
-        if let Err(e) = check_args(operation, args) {
-            return self.executor.fail_unselected(e);
-        }
+        self.executor.check_before_selection(operation, args)?;
         match context {
             Some(context) => self.dispatch_selected(operation, args, context, start, None),
             None => match args.context() {
@@ -485,9 +481,7 @@ impl PreparedCall<'_> {
         {
             return inner.dispatch(self.operation, args, Some(&self.context));
         }
-        if let Err(e) = check_args(self.operation, args) {
-            return inner.executor.fail_unselected(e);
-        }
+        inner.executor.check_before_selection(self.operation, args)?;
         let start = inner.executor.now();
         let fallbacks = LazyFallbacks { selection: &self.selection, next: 0 };
         let chain = std::iter::once(self.kernel).chain(fallbacks);

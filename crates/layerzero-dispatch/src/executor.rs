@@ -212,6 +212,17 @@ impl Executor {
         Err(error)
     }
 
+    /// [`check_args`], with a refusal failed as [`fail_unselected`](Self::fail_unselected)
+    /// does (counted as an error, not as a cache lookup): what DYNAMIC and CONFIG check
+    /// before they select.
+    #[inline]
+    pub(crate) fn check_before_selection(&self, operation: Operation, args: &OpArgs<'_>) -> Result<(), DispatchError> {
+        match check_args(operation, args) {
+            Ok(()) => Ok(()),
+            Err(e) => self.fail_unselected(e),
+        }
+    }
+
     pub(crate) fn register_kernel(&self, kernel: KernelId) {
         self.telemetry.register_kernel(kernel);
     }
