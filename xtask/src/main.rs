@@ -178,6 +178,15 @@ fn build_executables(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
         if let (Some(exe), Some(name)) = (message["executable"].as_str(), message["target"]["name"].as_str()) {
             found.push((name.to_owned(), PathBuf::from(exe)));
         }
+        // A C library (`cdylib`) has no executable: its `.so` is among the artifact's files.
+        let cdylib = message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib"));
+        for file in message["filenames"].as_array().filter(|_| cdylib).into_iter().flatten() {
+            let path = PathBuf::from(file.as_str().unwrap_or_default());
+            if path.extension().is_some_and(|e| e == "so") {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                found.push((name, path));
+            }
+        }
     }
     Ok(found)
 }
@@ -212,14 +221,17 @@ fn gpu_bundle() -> Result<(), String> {
     ])?);
     // The `layerzero` binary with the CUDA backend, for `run --device cuda` on the device.
     executables.extend(build_executables(&["build", "-p", "layerzero-cli", "--features", "cuda"])?);
+    // LayerZero's kernels callable from Python, for same_tensors.py.
+    executables.extend(build_executables(&["build", "-p", "layerzero-bench-ffi", "--features", "cuda"])?);
     for (name, exe) in &executables {
         let target = bundle.join(name);
         fs::copy(exe, &target).map_err(|e| format!("{}: {e}", exe.display()))?;
         let _ = Command::new("strip").arg(&target).status();
         println!("bundled {}", target.display());
     }
-    fs::copy(root.join("benches/gpu/peers.py"), bundle.join("peers.py")).map_err(|e| e.to_string())?;
-    fs::copy(root.join("benches/gpu/parity.py"), bundle.join("parity.py")).map_err(|e| e.to_string())?;
+    for script in ["peers.py", "parity.py", "same_tensors.py"] {
+        fs::copy(root.join("benches/gpu").join(script), bundle.join(script)).map_err(|e| format!("{script}: {e}"))?;
+    }
     fs::write(bundle.join("run.sh"), RUN_SH).map_err(|e| e.to_string())?;
     println!("carry `.gpu` and run `bash .gpu/run.sh` on the device machine");
     Ok(())
@@ -284,6 +296,12 @@ if [ -x gpu_bench ]; then
 fi
 if [ -f peers.py ]; then
   echo "== peers (PyTorch eager, torch.compile, liger)"; python3 peers.py 2>&1 | tee "$OUT/peers.txt"
+fi
+if [ -f same_tensors.py ] && [ -f liblayerzero_bench_ffi.so ]; then
+  # LayerZero and the peers on the very same tensors, in rounds of fresh allocations
+  # (exit 1 when LayerZero's output is off).
+  echo "== LayerZero beside the peers on the same tensors"
+  python3 same_tensors.py 2>&1 | tee "$OUT/same_tensors.txt" || status=1
 fi
 if [ -x gpu_bench ]; then
   # The launch-overhead ratios move by a few percent from one process to the next: ten

@@ -260,8 +260,9 @@ pub(crate) fn swiglu(
         param(&inter_i32),
     ];
     // SAFETY: the parameters match `LZ_SWIGLU` in activation.cu, each pointing at a local
-    // that outlives the call. The kernel indexes `row · stride + col` with row < rows and
-    // col < inter for each buffer (threads past rows · inter return first), bounded by
+    // that outlives the call. Both variants index `row · stride + col` with row < rows and
+    // col < inter for each buffer (the vector one skips packs past the row's end and loops
+    // rows while below `rows`; the scalar one returns past rows · inter), bounded by
     // `check` above. The guards live past the launch.
     unsafe { launch_raw(stream, function, name, cfg, &mut params) }
 }

@@ -336,6 +336,13 @@ pub(super) fn warp_packs(dtype: DType, hidden: usize) -> Option<usize> {
     [1, 2, 4].into_iter().find(|v| packs <= 32 * v)
 }
 
+/// Packs of a row one block of the swiglu vector variant takes (256 threads, two packs
+/// each: `swiglu_vec` in activation.cu).
+const SWIGLU_VEC_PACKS_PER_BLOCK: usize = 512;
+
+/// The largest grid y a launch may have.
+const MAX_GRID_Y: usize = 65535;
+
 /// Whether the swiglu vector variant takes rows of `inter` elements: a nonzero multiple of
 /// the pack (any length). Its `hidden_size` constraint states this.
 pub(super) fn swiglu_vector_takes(dtype: DType, inter: usize) -> bool {
@@ -634,11 +641,14 @@ impl CudaDevice {
                         pack(dtype)
                     )));
                 }
-                let threads = rows * (inter / pack(dtype));
+                // activation.cu: blocks of 256 threads take 512 packs of a row; the grid's y
+                // steps over rows (65535 at most, the launch limit; blocks loop past it).
+                let chunks = (inter / pack(dtype)).div_ceil(SWIGLU_VEC_PACKS_PER_BLOCK);
+                let row_blocks = u32::try_from(rows.min(MAX_GRID_Y)).unwrap_or(1);
                 (
                     swiglu_entry(variant, dtype_index),
                     LaunchConfig {
-                        grid_dim: (grid(threads.div_ceil(256))?, 1, 1),
+                        grid_dim: (grid(chunks)?, row_blocks, 1),
                         block_dim: (256, 1, 1),
                         shared_mem_bytes: 0,
                     },
