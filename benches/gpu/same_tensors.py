@@ -20,7 +20,8 @@ the reference's largest magnitude. GB/s count logical bytes as peers.py and gpu_
                                               optional, GPU.md section 5 says how to carry it)
 
 LZ_BENCH_FFI names the library if it is not next to this script (as `cargo xtask
-gpu-bundle` puts it) or in target/release; LZ_ROUNDS sets the rounds (default 5).
+gpu-bundle` puts it) or in target/release; LZ_ROUNDS sets the rounds (default 5);
+LZ_VERBOSE=1 prints every round's figures under each shape.
 """
 import ctypes, os, statistics, sys
 import torch
@@ -35,6 +36,7 @@ except ImportError:
 here = os.path.dirname(os.path.abspath(__file__))
 dev, bf16, BF16 = "cuda", torch.bfloat16, 0
 ROUNDS = int(os.environ.get("LZ_ROUNDS", "5"))
+VERBOSE = os.environ.get("LZ_VERBOSE", "") not in ("", "0")
 
 
 def find_library():
@@ -269,6 +271,10 @@ for title, make in CASES:
     lz_copy = statistics.median(per_col["LayerZero"]) / statistics.median(per_col["copy"])
     print(f"{title:<34} {cells}  GB/s   LZ/best {statistics.median(ratios):.3f} [{min(ratios):.3f}]  "
           f"LZ/copy {lz_copy:.3f}  err {case_err:.1e}", flush=True)
+    if VERBOSE:
+        for name, values in per_col.items():
+            print(f"    {name:<10} " + " ".join(f"{v:5.0f}" for v in values))
+        print("    LZ/best    " + " ".join(f"{r:5.3f}" for r in ratios))
     worst_err = max(worst_err, case_err)
     failed |= not case_err <= 2e-2
 

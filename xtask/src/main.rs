@@ -301,7 +301,7 @@ if [ -f same_tensors.py ] && [ -f liblayerzero_bench_ffi.so ]; then
   # LayerZero and the peers on the very same tensors, in rounds of fresh allocations
   # (exit 1 when LayerZero's output is off).
   echo "== LayerZero beside the peers on the same tensors"
-  python3 same_tensors.py 2>&1 | tee "$OUT/same_tensors.txt" || status=1
+  LZ_VERBOSE=1 python3 same_tensors.py 2>&1 | tee "$OUT/same_tensors.txt" || status=1
 fi
 if [ -x gpu_bench ]; then
   # The launch-overhead ratios move by a few percent from one process to the next: ten
