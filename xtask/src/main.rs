@@ -221,8 +221,17 @@ fn gpu_bundle() -> Result<(), String> {
     ])?);
     // The `layerzero` binary with the CUDA backend, for `run --device cuda` on the device.
     executables.extend(build_executables(&["build", "-p", "layerzero-cli", "--features", "cuda"])?);
-    // LayerZero's kernels callable from Python, for same_tensors.py.
+    // LayerZero's kernels callable from Python, for same_tensors.py, and its test.
     executables.extend(build_executables(&["build", "-p", "layerzero-bench-ffi", "--features", "cuda"])?);
+    executables.extend(build_executables(&[
+        "test",
+        "-p",
+        "layerzero-bench-ffi",
+        "--features",
+        "cuda",
+        "--test",
+        "ffi_gpu",
+    ])?);
     for (name, exe) in &executables {
         let target = bundle.join(name);
         fs::copy(exe, &target).map_err(|e| format!("{}: {e}", exe.display()))?;
@@ -250,7 +259,7 @@ for d in /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64; do
 done
 ls /usr/local/cuda/targets/x86_64-linux/lib/libcublas.so* 2>/dev/null | tee "$OUT/cublas.txt"
 status=0
-for t in gpu_tensor gpu_kernels gpu_dispatch; do
+for t in gpu_tensor gpu_kernels gpu_dispatch ffi_gpu; do
   [ -x "$t" ] || continue
   echo "== $t"; ./"$t" --test-threads 1 2>&1 | tee "$OUT/$t.log" | tail -4 || status=1
   # The sanitizers report every failed driver call; this test makes two on purpose (a
