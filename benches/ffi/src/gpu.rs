@@ -128,9 +128,18 @@ fn view_mut<'a>(slice: &'a mut CudaSlice<u8>, dims: &[usize], dtype: DType) -> R
     TensorViewMut::from_cuda(slice, dims, dtype).map_err(|e| e.to_string())
 }
 
-fn open_gpu<'a>(gpu: *const Gpu) -> Result<&'a Gpu, String> {
-    // SAFETY: every caller's contract says `gpu` is null or open.
-    unsafe { gpu.as_ref() }.ok_or_else(|| "gpu is null".to_owned())
+/// One kernel call: the GPU and the dtype resolved, the call's handles checked as taken,
+/// and any error kept for [`lz_last_error`](crate::lz_last_error).
+fn kernel_call(
+    gpu: *const Gpu,
+    dtype_code: u32,
+    body: impl FnOnce(&Gpu, DType, &mut Handles) -> Result<(), String>,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: every caller's contract says `gpu` is null or open.
+        let gpu = unsafe { gpu.as_ref() }.ok_or("gpu is null")?;
+        body(gpu, dtype(dtype_code)?, &mut Handles::new())
+    })
 }
 
 /// rms_norm (the block-per-row variant) of `x` `[rows, hidden]` into `y`, with weight
@@ -154,9 +163,7 @@ pub unsafe extern "C" fn lz_rms_norm(
     dtype_code: u32,
     eps: f32,
 ) -> i32 {
-    guarded(|| {
-        let (gpu, dtype) = (open_gpu(gpu)?, dtype(dtype_code)?);
-        let mut h = Handles::new();
+    kernel_call(gpu, dtype_code, |gpu, dtype, h| {
         let dims = [rows, hidden];
         // SAFETY (each handle): the caller vouches for the buffers; `Handles` refuses a
         // writable one passed twice.
@@ -193,9 +200,7 @@ pub unsafe extern "C" fn lz_layer_norm(
     dtype_code: u32,
     eps: f32,
 ) -> i32 {
-    guarded(|| {
-        let (gpu, dtype) = (open_gpu(gpu)?, dtype(dtype_code)?);
-        let mut h = Handles::new();
+    kernel_call(gpu, dtype_code, |gpu, dtype, h| {
         // SAFETY (each handle): as in `lz_rms_norm`.
         let y = view_mut(unsafe { h.write("y", y) }?, &[rows, hidden], dtype)?;
         let x = view(unsafe { h.read_after("x", x) }?, &[rows, hidden], dtype)?;
@@ -228,9 +233,7 @@ pub unsafe extern "C" fn lz_rope_neox_qk(
     dtype_code: u32,
     offset: usize,
 ) -> i32 {
-    guarded(|| {
-        let (gpu, dtype) = (open_gpu(gpu)?, dtype(dtype_code)?);
-        let mut h = Handles::new();
+    kernel_call(gpu, dtype_code, |gpu, dtype, h| {
         let table = [positions, head_dim / 2];
         // SAFETY (each handle): as in `lz_rms_norm`.
         let q = view_mut(unsafe { h.write("q", q) }?, &[1, tokens, q_heads, head_dim], dtype)?;
@@ -259,9 +262,7 @@ pub unsafe extern "C" fn lz_swiglu(
     inter: usize,
     dtype_code: u32,
 ) -> i32 {
-    guarded(|| {
-        let (gpu, dtype) = (open_gpu(gpu)?, dtype(dtype_code)?);
-        let mut h = Handles::new();
+    kernel_call(gpu, dtype_code, |gpu, dtype, h| {
         // SAFETY (each handle): as in `lz_rms_norm`.
         let out = view_mut(unsafe { h.write("out", out) }?, &[rows, inter], dtype)?;
         let input = if up.is_null() {
