@@ -17,7 +17,7 @@ pub struct Buffer {
 /// Wraps `len` bytes of device memory at `address` on `gpu` (a PyTorch tensor's
 /// `data_ptr()` and `nbytes`) for the kernel calls; null (see
 /// [`lz_last_error`](crate::lz_last_error)) when the range is not inside one allocation
-/// of the GPU's context.
+/// of the GPU's context, or lies on another GPU.
 ///
 /// # Safety
 /// `gpu` came from [`lz_open`](crate::lz_open) and is open. The memory must stay allocated
@@ -37,6 +37,23 @@ pub unsafe extern "C" fn lz_wrap(gpu: *const Gpu, address: u64, len: usize) -> *
         if status != sys::cudaError_enum::CUDA_SUCCESS || !inside {
             return Err(format!(
                 "{len} bytes at {address:#x} are not inside one allocation of {} ({status:?})",
+                gpu.device.device()
+            ));
+        }
+        let mut ordinal: i32 = -1;
+        // SAFETY: the driver writes one int (the device ordinal) through a pointer to a
+        // live local.
+        let status = unsafe {
+            sys::cuPointerGetAttribute(
+                (&raw mut ordinal).cast(),
+                sys::CUpointer_attribute::CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                address,
+            )
+        };
+        let expected = gpu.device.device().ordinal().map(i32::from);
+        if status != sys::cudaError_enum::CUDA_SUCCESS || Some(ordinal) != expected {
+            return Err(format!(
+                "memory at {address:#x} is on cuda:{ordinal}, not {} ({status:?}); LayerZero never copies it",
                 gpu.device.device()
             ));
         }

@@ -201,3 +201,15 @@ fn bad_calls_are_refused_with_a_reason() {
         assert_eq!(lz_rms_norm(g.gpu, hx, null, null, hw, hy, rows, hidden, BF16, 1e-6), 0, "{}", last_error());
     }
 }
+
+/// Host memory is not device memory. (The driver's answer is a failed call, which the
+/// sanitizers report: `run.sh` skips this test under them.)
+#[test]
+fn host_memory_is_not_wrapped() {
+    let Some(g) = Both::open() else { return };
+    let host = vec![0u8; 256];
+    // SAFETY: the GPU is open; the call only asks the driver about the range.
+    let on_host = unsafe { lz_wrap(g.gpu, host.as_ptr() as u64, host.len()) };
+    assert!(on_host.is_null());
+    assert!(last_error().contains("not inside one allocation"), "{}", last_error());
+}
