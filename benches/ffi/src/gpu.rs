@@ -91,49 +91,48 @@ fn dtype(code: u32) -> Result<DType, String> {
     }
 }
 
-/// The handles of one call: each must be non-null, and no writable one may be passed twice
-/// (Rust would then hold two references to one buffer, one of them writable).
+/// The handles of one call: each must be non-null, and a written one may be passed only
+/// once (Rust would otherwise hold a writable reference to a buffer beside another
+/// reference to it). A buffer read twice is fine.
 struct Handles {
-    seen: Vec<*const Buffer>,
+    written: Vec<*const Buffer>,
+    read: Vec<*const Buffer>,
 }
 
 impl Handles {
     fn new() -> Handles {
-        Handles { seen: Vec::with_capacity(6) }
+        Handles { written: Vec::with_capacity(2), read: Vec::with_capacity(4) }
     }
 
+    /// A buffer the call writes.
+    ///
     /// # Safety
     /// `b` is null or a live buffer from [`lz_wrap`].
-    unsafe fn read<'a>(&mut self, what: &str, b: *const Buffer) -> Result<&'a CudaSlice<u8>, String> {
-        // SAFETY: the caller vouches for `b`.
-        let buffer = unsafe { b.as_ref() }.ok_or_else(|| format!("{what} is null"))?;
-        self.seen.push(b);
-        Ok(&buffer.slice)
-    }
-
-    /// # Safety
-    /// As [`read`](Self::read); call it before `read` for the handles it must not alias.
     unsafe fn write<'a>(&mut self, what: &str, b: *mut Buffer) -> Result<&'a mut CudaSlice<u8>, String> {
-        if self.seen.contains(&b.cast_const()) {
+        let b_const = b.cast_const();
+        if self.written.contains(&b_const) || self.read.contains(&b_const) {
             return Err(format!("{what} is passed twice"));
         }
         // SAFETY: the caller vouches for `b`; no other reference of this call points to it
-        // (checked above, and later handles are checked against it).
+        // (checked above, and every later handle is checked against it).
         let buffer = unsafe { b.as_mut() }.ok_or_else(|| format!("{what} is null"))?;
-        self.seen.push(b.cast_const());
+        self.written.push(b_const);
         Ok(&mut buffer.slice)
     }
 
-    /// A read handle after the writable ones: it must not be one of them.
+    /// A buffer the call reads.
     ///
     /// # Safety
-    /// As [`read`](Self::read).
-    unsafe fn read_after<'a>(&mut self, what: &str, b: *const Buffer) -> Result<&'a CudaSlice<u8>, String> {
-        if self.seen.contains(&b) {
+    /// As [`write`](Self::write).
+    unsafe fn read<'a>(&mut self, what: &str, b: *const Buffer) -> Result<&'a CudaSlice<u8>, String> {
+        if self.written.contains(&b) {
             return Err(format!("{what} is also written"));
         }
-        // SAFETY: as `read`.
-        unsafe { self.read(what, b) }
+        // SAFETY: the caller vouches for `b`; no writable reference of this call points to
+        // it (checked above).
+        let buffer = unsafe { b.as_ref() }.ok_or_else(|| format!("{what} is null"))?;
+        self.read.push(b);
+        Ok(&buffer.slice)
     }
 }
 
@@ -189,12 +188,12 @@ pub unsafe extern "C" fn lz_rms_norm(
             (true, true) => None,
             (false, false) => {
                 let out = view_mut(unsafe { h.write("residual_out", residual_out) }?, &dims, dtype)?;
-                Some((view(unsafe { h.read_after("residual", residual) }?, &dims, dtype)?, out))
+                Some((view(unsafe { h.read("residual", residual) }?, &dims, dtype)?, out))
             }
             _ => return Err("residual and residual_out come together".to_owned()),
         };
-        let x = view(unsafe { h.read_after("x", x) }?, &dims, dtype)?;
-        let weight = view(unsafe { h.read_after("weight", weight) }?, &[hidden], dtype)?;
+        let x = view(unsafe { h.read("x", x) }?, &dims, dtype)?;
+        let weight = view(unsafe { h.read("weight", weight) }?, &[hidden], dtype)?;
         gpu.device.rms_norm_view(RmsNormVariant::Block, x, residual, weight, y, eps).map_err(|e| e.to_string())
     })
 }
@@ -220,10 +219,9 @@ pub unsafe extern "C" fn lz_layer_norm(
     kernel_call(gpu, dtype_code, |gpu, dtype, h| {
         // SAFETY (each handle): as in `lz_rms_norm`.
         let y = view_mut(unsafe { h.write("y", y) }?, &[rows, hidden], dtype)?;
-        let x = view(unsafe { h.read_after("x", x) }?, &[rows, hidden], dtype)?;
-        let weight = view(unsafe { h.read_after("weight", weight) }?, &[hidden], dtype)?;
-        let bias =
-            if bias.is_null() { None } else { Some(view(unsafe { h.read_after("bias", bias) }?, &[hidden], dtype)?) };
+        let x = view(unsafe { h.read("x", x) }?, &[rows, hidden], dtype)?;
+        let weight = view(unsafe { h.read("weight", weight) }?, &[hidden], dtype)?;
+        let bias = if bias.is_null() { None } else { Some(view(unsafe { h.read("bias", bias) }?, &[hidden], dtype)?) };
         gpu.device.layer_norm_view(LayerNormVariant::Block, x, weight, bias, y, eps).map_err(|e| e.to_string())
     })
 }
@@ -255,8 +253,8 @@ pub unsafe extern "C" fn lz_rope_neox_qk(
         // SAFETY (each handle): as in `lz_rms_norm`.
         let q = view_mut(unsafe { h.write("q", q) }?, &[1, tokens, q_heads, head_dim], dtype)?;
         let k = view_mut(unsafe { h.write("k", k) }?, &[1, tokens, k_heads, head_dim], dtype)?;
-        let cos = view(unsafe { h.read_after("cos", cos) }?, &table, DType::F32)?;
-        let sin = view(unsafe { h.read_after("sin", sin) }?, &table, DType::F32)?;
+        let cos = view(unsafe { h.read("cos", cos) }?, &table, DType::F32)?;
+        let sin = view(unsafe { h.read("sin", sin) }?, &table, DType::F32)?;
         gpu.device
             .rope_qk_in_place_view(RopeVariant::Vector, RopeStyle::Neox, q, k, cos, sin, offset)
             .map_err(|e| e.to_string())
@@ -284,11 +282,11 @@ pub unsafe extern "C" fn lz_swiglu(
         let out = view_mut(unsafe { h.write("out", out) }?, &[rows, inter], dtype)?;
         let input = if up.is_null() {
             let fused = inter.checked_mul(2).ok_or("inter is too large")?;
-            SwigluViews::Fused(view(unsafe { h.read_after("gate_up", gate) }?, &[rows, fused], dtype)?)
+            SwigluViews::Fused(view(unsafe { h.read("gate_up", gate) }?, &[rows, fused], dtype)?)
         } else {
             SwigluViews::Separate {
-                gate: view(unsafe { h.read_after("gate", gate) }?, &[rows, inter], dtype)?,
-                up: view(unsafe { h.read_after("up", up) }?, &[rows, inter], dtype)?,
+                gate: view(unsafe { h.read("gate", gate) }?, &[rows, inter], dtype)?,
+                up: view(unsafe { h.read("up", up) }?, &[rows, inter], dtype)?,
             }
         };
         gpu.device.swiglu_view(SwigluVariant::Vector, input, out).map_err(|e| e.to_string())

@@ -172,7 +172,7 @@ fn bad_calls_are_refused_with_a_reason() {
 
     // A range past the end of its allocation is not wrapped.
     let slice = x.cuda_bytes().unwrap();
-    let (address, _guard) = slice.device_ptr(g.device.stream());
+    let address = slice.device_ptr(g.device.stream()).0;
     // SAFETY: the GPU is open; the call only asks the driver about the range.
     let past = unsafe { lz_wrap(g.gpu, address, slice.len() + (64 << 20)) };
     assert!(past.is_null());
@@ -197,6 +197,14 @@ fn bad_calls_are_refused_with_a_reason() {
         );
         // One tensor of [rows, hidden] is not a fused gate-up input of [rows, 2 · hidden].
         refused(lz_swiglu(g.gpu, hx, null, hy, rows, hidden, BF16), "needs 256 elements, the data has 128");
+        // A buffer read twice is fine: swiglu of x with itself, x added to itself.
+        assert_eq!(lz_swiglu(g.gpu, hx, hx, hy, rows, hidden, BF16), 0, "{}", last_error());
+        let mut sum = g.tensor(&[rows, hidden], DType::BF16, 4);
+        let hsum = g.wrap(&sum);
+        assert_eq!(lz_rms_norm(g.gpu, hx, hx, hsum, hw, hy, rows, hidden, BF16, 1e-6), 0, "{}", last_error());
+        let mut want = g.tensor(&[rows, hidden], DType::BF16, 5);
+        g.device.rms_norm(RmsNormVariant::Block, &x, Some((&x, &mut sum)), &w, &mut want, 1e-6).unwrap();
+        assert_eq!(g.bytes(&y), g.bytes(&want), "x + x, normalised");
         // A refusal leaves the interface usable.
         assert_eq!(lz_rms_norm(g.gpu, hx, null, null, hw, hy, rows, hidden, BF16, 1e-6), 0, "{}", last_error());
     }
