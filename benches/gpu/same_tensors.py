@@ -132,8 +132,9 @@ def add_rms(x, r, w):
 compiled_add_rms = torch.compile(add_rms)
 
 
-# Each case makes its tensors and returns (columns, logical bytes, LayerZero's error, copy
-# bytes); a column is a callable, or (callable, bytes) when it moves other bytes.
+# Each case returns its title and a `make(wrap)` that allocates the shape's tensors, runs
+# LayerZero once to check it, and returns (columns, logical bytes, LayerZero's error); a
+# column is a callable, or (callable, bytes) when it moves other bytes (the copy).
 def rms_norm(rows, hidden):
     def make(wrap):
         x = torch.randn(rows, hidden, device=dev, dtype=bf16)
@@ -207,8 +208,8 @@ def rope(tokens, q_heads, k_heads, d):
             ql, kl = q.transpose(0, 1)[None].contiguous(), k.transpose(0, 1)[None].contiguous()
             cl, sl = torch.cat([cos, cos], -1)[None].to(bf16), torch.cat([sin, sin], -1)[None].to(bf16)
             cols["liger*"] = lambda: LF.liger_rope(ql, kl, cl, sl)
-        flat = torch.empty(q.numel() + k.numel(), device=dev, dtype=bf16)
-        cols["copy"] = (lambda: flat[: q.numel()].copy_(q.view(-1)), 2 * q.numel() * 2)
+        q_copy = torch.empty_like(q)
+        cols["copy"] = (lambda: q_copy.copy_(q), 2 * q.numel() * 2)  # of q
         return cols, 2 * (q.numel() + k.numel()) * 2 + 2 * cos.numel() * 4, err
     return f"rope NeoX q+k {tokens}x({q_heads}+{k_heads})x{d}", make
 
