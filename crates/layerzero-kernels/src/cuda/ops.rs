@@ -341,7 +341,7 @@ pub(super) fn warp_packs(dtype: DType, hidden: usize) -> Option<usize> {
 const SWIGLU_VEC_PACKS_PER_BLOCK: usize = 512;
 
 /// The largest grid y a launch may have.
-const MAX_GRID_Y: usize = 65535;
+const MAX_GRID_Y: u32 = 65535;
 
 /// Whether the swiglu vector variant takes rows of `inter` elements: a nonzero multiple of
 /// the pack (any length). Its `hidden_size` constraint states this.
@@ -644,7 +644,7 @@ impl CudaDevice {
                 // activation.cu: blocks of 256 threads take 512 packs of a row; the grid's y
                 // steps over rows (65535 at most, the launch limit; blocks loop past it).
                 let chunks = (inter / pack(dtype)).div_ceil(SWIGLU_VEC_PACKS_PER_BLOCK);
-                let row_blocks = u32::try_from(rows.min(MAX_GRID_Y)).unwrap_or(1);
+                let row_blocks = u32::try_from(rows).map_or(MAX_GRID_Y, |r| r.min(MAX_GRID_Y));
                 (
                     swiglu_entry(variant, dtype_index),
                     LaunchConfig {
