@@ -1,1 +1,4 @@
-//! Benchmarks of LayerZero live in `benches/` beside this file; this library is empty.
+//! Benchmarks of LayerZero live in `benches/` beside this file; this library holds what
+//! several of them share: [`stats`], the statistics their summaries print.
+
+pub mod stats;
