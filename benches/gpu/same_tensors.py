@@ -9,6 +9,15 @@ launch code, called with ctypes on PyTorch's tensors), and every library runs on
 tensors, in rounds: each round allocates the shape's tensors afresh (after a pad that moves
 where they land) and times every column once, in an order that turns each round.
 
+Outputs are the same too: PyTorch and liger allocate theirs in each call, so LayerZero
+(and the copy) write into outputs allocated just before their column is timed and freed
+right after it, and PyTorch's caching allocator hands them the block a peer's output
+gets (LZ_VERBOSE prints in how many rounds each column's first output lay where
+LayerZero's did; an eager call that allocates a temporary first puts its output
+elsewhere). An output allocated once beside the inputs
+lands elsewhere, and a kernel writing there can run several percent faster or slower than
+the same kernel writing where the peers' outputs land (rms_norm 4096x8192 on the H100).
+
 Per shape it prints the median GB/s of each column over the rounds; `copy` is
 `y.copy_(x)` on the shape's own input and output (GB/s of the bytes it moves); `LZ/best`
 is LayerZero over the best peer, the median of the rounds' ratios with the lowest in
@@ -132,23 +141,40 @@ def add_rms(x, r, w):
 compiled_add_rms = torch.compile(add_rms)
 
 
-# Each case returns its title and a `make(wrap)` that allocates the shape's tensors, runs
+class Out:
+    """A column that writes into outputs of `shapes` (bf16), allocated just before it is
+    timed and freed right after: `run(outs, handles)` is the timed call, `nbytes` the bytes
+    it moves when not the case's."""
+
+    def __init__(self, shapes, run, nbytes=None):
+        self.shapes, self.run, self.nbytes = shapes, run, nbytes
+
+
+def checked(shapes, run, reference):
+    """Runs a LayerZero column once into fresh outputs; its error against `reference(outs)`."""
+    wrap = Handles()
+    outs = [torch.empty(shape, device=dev, dtype=bf16) for shape in shapes]
+    run(outs, [wrap(o) for o in outs])
+    err = reference(outs)
+    wrap.release()
+    return err
+
+
+# Each case returns its title and a `make(wrap)` that allocates the shape's inputs, runs
 # LayerZero once to check it, and returns (columns, logical bytes, LayerZero's error); a
-# column is a callable, or (callable, bytes) when it moves other bytes (the copy).
+# column is a callable (a peer, allocating its own output), or an Out.
 def rms_norm(rows, hidden):
     def make(wrap):
         x = torch.randn(rows, hidden, device=dev, dtype=bf16)
         w = torch.randn(hidden, device=dev, dtype=bf16)
-        y = torch.empty_like(x)
-        hx, hw, hy = wrap(x), wrap(w), wrap(y)
-        lz = lambda: ok(lib.lz_rms_norm(gpu, hx, None, None, hw, hy, rows, hidden, BF16, 1e-6))
-        lz()
-        err = rel_err(y, F.rms_norm(x.float(), (hidden,), w.float(), 1e-6))
-        cols = {"LayerZero": lz, "eager": lambda: F.rms_norm(x, (hidden,), w, 1e-6),
+        hx, hw = wrap(x), wrap(w)
+        lz = lambda o, h: ok(lib.lz_rms_norm(gpu, hx, None, None, hw, h[0], rows, hidden, BF16, 1e-6))
+        err = checked([x.shape], lz, lambda o: rel_err(o[0], F.rms_norm(x.float(), (hidden,), w.float(), 1e-6)))
+        cols = {"LayerZero": Out([x.shape], lz), "eager": lambda: F.rms_norm(x, (hidden,), w, 1e-6),
                 "compile": lambda: compiled_rms(x, w)}
         if LF:
             cols["liger"] = lambda: LF.liger_rms_norm(x, w, 1e-6)
-        cols["copy"] = (lambda: y.copy_(x), 2 * x.numel() * 2)
+        cols["copy"] = Out([x.shape], lambda o, h: o[0].copy_(x), 2 * x.numel() * 2)
         return cols, 2 * x.numel() * 2 + hidden * 2, err
     return f"rms_norm {rows}x{hidden}", make
 
@@ -157,16 +183,17 @@ def add_rms_norm(rows, hidden):
     def make(wrap):
         x, r = (torch.randn(rows, hidden, device=dev, dtype=bf16) for _ in range(2))
         w = torch.randn(hidden, device=dev, dtype=bf16)
-        y, r_out = torch.empty_like(x), torch.empty_like(x)
-        hx, hr, hw, hy, hro = wrap(x), wrap(r), wrap(w), wrap(y), wrap(r_out)
-        lz = lambda: ok(lib.lz_rms_norm(gpu, hx, hr, hro, hw, hy, rows, hidden, BF16, 1e-6))
-        lz()
+        hx, hr, hw = wrap(x), wrap(r), wrap(w)
+        # y, then the sum: the order liger allocates its two outputs in.
+        lz = lambda o, h: ok(lib.lz_rms_norm(gpu, hx, hr, h[1], hw, h[0], rows, hidden, BF16, 1e-6))
         s = x.float() + r.float()
-        err = max(rel_err(y, F.rms_norm(s, (hidden,), w.float(), 1e-6)), rel_err(r_out, s))
-        cols = {"LayerZero": lz, "eager": lambda: add_rms(x, r, w), "compile": lambda: compiled_add_rms(x, r, w)}
+        err = checked([x.shape, x.shape], lz,
+                      lambda o: max(rel_err(o[0], F.rms_norm(s, (hidden,), w.float(), 1e-6)), rel_err(o[1], s)))
+        cols = {"LayerZero": Out([x.shape, x.shape], lz), "eager": lambda: add_rms(x, r, w),
+                "compile": lambda: compiled_add_rms(x, r, w)}
         if LF:
             cols["liger"] = lambda: LF.liger_fused_add_rms_norm(x, r, w, 1e-6)
-        cols["copy"] = (lambda: y.copy_(x), 2 * x.numel() * 2)
+        cols["copy"] = Out([x.shape], lambda o, h: o[0].copy_(x), 2 * x.numel() * 2)
         return cols, 4 * x.numel() * 2 + hidden * 2, err
     return f"add+rms_norm {rows}x{hidden}", make
 
@@ -175,16 +202,15 @@ def layer_norm(rows, hidden):
     def make(wrap):
         x = torch.randn(rows, hidden, device=dev, dtype=bf16)
         w, b = (torch.randn(hidden, device=dev, dtype=bf16) for _ in range(2))
-        y = torch.empty_like(x)
-        hx, hw, hb, hy = wrap(x), wrap(w), wrap(b), wrap(y)
-        lz = lambda: ok(lib.lz_layer_norm(gpu, hx, hw, hb, hy, rows, hidden, BF16, 1e-5))
-        lz()
-        err = rel_err(y, F.layer_norm(x.float(), (hidden,), w.float(), b.float(), 1e-5))
-        cols = {"LayerZero": lz, "eager": lambda: F.layer_norm(x, (hidden,), w, b, 1e-5),
+        hx, hw, hb = wrap(x), wrap(w), wrap(b)
+        lz = lambda o, h: ok(lib.lz_layer_norm(gpu, hx, hw, hb, h[0], rows, hidden, BF16, 1e-5))
+        err = checked([x.shape], lz,
+                      lambda o: rel_err(o[0], F.layer_norm(x.float(), (hidden,), w.float(), b.float(), 1e-5)))
+        cols = {"LayerZero": Out([x.shape], lz), "eager": lambda: F.layer_norm(x, (hidden,), w, b, 1e-5),
                 "compile": lambda: compiled_ln(x, w, b)}
         if LF:
             cols["liger"] = lambda: LF.liger_layer_norm(x, w, b, 1e-5)
-        cols["copy"] = (lambda: y.copy_(x), 2 * x.numel() * 2)
+        cols["copy"] = Out([x.shape], lambda o, h: o[0].copy_(x), 2 * x.numel() * 2)
         return cols, 2 * x.numel() * 2 + 2 * hidden * 2, err
     return f"layer_norm {rows}x{hidden}", make
 
@@ -208,34 +234,30 @@ def rope(tokens, q_heads, k_heads, d):
             ql, kl = q.transpose(0, 1)[None].contiguous(), k.transpose(0, 1)[None].contiguous()
             cl, sl = torch.cat([cos, cos], -1)[None].to(bf16), torch.cat([sin, sin], -1)[None].to(bf16)
             cols["liger*"] = lambda: LF.liger_rope(ql, kl, cl, sl)
-        q_copy = torch.empty_like(q)
-        cols["copy"] = (lambda: q_copy.copy_(q), 2 * q.numel() * 2)  # of q
+        cols["copy"] = Out([q.shape], lambda o, h: o[0].copy_(q), 2 * q.numel() * 2)  # of q
         return cols, 2 * (q.numel() + k.numel()) * 2 + 2 * cos.numel() * 4, err
     return f"rope NeoX q+k {tokens}x({q_heads}+{k_heads})x{d}", make
 
 
 def swiglu(rows, inter, fused):
     def make(wrap):
-        out = torch.empty(rows, inter, device=dev, dtype=bf16)
-        ho = wrap(out)
+        shape = (rows, inter)
         if fused:
             gu = torch.randn(rows, 2 * inter, device=dev, dtype=bf16)
             g, u = gu[:, :inter], gu[:, inter:]
             hgu = wrap(gu)
-            lz = lambda: ok(lib.lz_swiglu(gpu, hgu, None, ho, rows, inter, BF16))
-            cols = {"LayerZero": lz, "eager": lambda: F.silu(g) * u, "compile": lambda: compiled_swiglu(g, u)}
+            lz = lambda o, h: ok(lib.lz_swiglu(gpu, hgu, None, h[0], rows, inter, BF16))
         else:
             g, u = (torch.randn(rows, inter, device=dev, dtype=bf16) for _ in range(2))
             hg, hu = wrap(g), wrap(u)
-            lz = lambda: ok(lib.lz_swiglu(gpu, hg, hu, ho, rows, inter, BF16))
-            cols = {"LayerZero": lz, "eager": lambda: F.silu(g) * u, "compile": lambda: compiled_swiglu(g, u)}
-            if LF:
-                cols["liger"] = lambda: LF.liger_swiglu(g, u)
-        lz()
-        err = rel_err(out, F.silu(g.float()) * u.float())
-        src = gu.view(-1)[: out.numel()].view(rows, inter) if fused else g  # contiguous bytes
-        cols["copy"] = (lambda: out.copy_(src), 2 * out.numel() * 2)
-        return cols, 3 * out.numel() * 2, err
+            lz = lambda o, h: ok(lib.lz_swiglu(gpu, hg, hu, h[0], rows, inter, BF16))
+        err = checked([shape], lz, lambda o: rel_err(o[0], F.silu(g.float()) * u.float()))
+        cols = {"LayerZero": Out([shape], lz), "eager": lambda: F.silu(g) * u, "compile": lambda: compiled_swiglu(g, u)}
+        if LF and not fused:
+            cols["liger"] = lambda: LF.liger_swiglu(g, u)
+        src = gu.view(-1)[: rows * inter].view(shape) if fused else g  # contiguous bytes
+        cols["copy"] = Out([shape], lambda o, h: o[0].copy_(src), 2 * rows * inter * 2)
+        return cols, 3 * rows * inter * 2, err
     return f"swiglu {'fused ' if fused else ''}{rows}x{'2*' if fused else ''}{inter}", make
 
 
@@ -248,9 +270,33 @@ print(f"{torch.cuda.get_device_name()}: copy d2d ceiling {gbps(lambda: dst.copy_
       f"{ROUNDS} rounds a shape; liger {'present' if LF else 'absent'}", flush=True)
 del src, dst
 
+def first_tensor(result):
+    """The first tensor a peer's call returns (its output), or None."""
+    if isinstance(result, (tuple, list)):
+        result = result[0] if result else None
+    return result if torch.is_tensor(result) else None
+
+
+def time_column(column, nbytes):
+    """GB/s of one column, and where its (first) output lay."""
+    if isinstance(column, Out):
+        wrap = Handles()
+        outs = [torch.empty(shape, device=dev, dtype=bf16) for shape in column.shapes]
+        handles = [wrap(o) for o in outs]
+        address = outs[0].data_ptr()
+        got = gbps(lambda: column.run(outs, handles), column.nbytes or nbytes)
+        wrap.release()
+        del outs
+        return got, address
+    out = first_tensor(column())
+    address = out.data_ptr() if out is not None else None
+    del out
+    return gbps(column, nbytes), address
+
+
 worst_err, failed = 0.0, False
 for title, make in CASES:
-    per_col, ratios, case_err = {}, [], 0.0
+    per_col, ratios, case_err, shared = {}, [], 0.0, {}
     for rnd in range(ROUNDS):
         pad = torch.empty((rnd * 37 + 5) << 20, dtype=torch.uint8, device=dev)  # moves what follows
         wrap = Handles()
@@ -258,11 +304,15 @@ for title, make in CASES:
         case_err = max(case_err, err)
         names = list(cols)
         order = names[rnd % len(names):] + names[: rnd % len(names)]
-        got = {}
+        got, addresses = {}, {}
         for name in order:
-            fn, moved = cols[name] if isinstance(cols[name], tuple) else (cols[name], nbytes)
-            got[name] = gbps(fn, moved)
+            got[name], addresses[name] = time_column(cols[name], nbytes)
             per_col.setdefault(name, []).append(got[name])
+        # Which columns wrote their (first) output where LayerZero wrote its own.
+        if addresses["LayerZero"] is not None:
+            for name, address in addresses.items():
+                if name != "LayerZero":
+                    shared[name] = shared.get(name, 0) + (address == addresses["LayerZero"])
         peers = [v for n, v in got.items() if n not in ("LayerZero", "copy")]
         ratios.append(got["LayerZero"] / max(peers))
         wrap.release()
@@ -276,6 +326,8 @@ for title, make in CASES:
         for name, values in per_col.items():
             print(f"    {name:<10} " + " ".join(f"{v:5.0f}" for v in values))
         print("    LZ/best    " + " ".join(f"{r:5.3f}" for r in ratios))
+        if shared:
+            print("    output in LayerZero's block, rounds: " + ", ".join(f"{n} {k}" for n, k in shared.items()))
     worst_err = max(worst_err, case_err)
     failed |= not case_err <= 2e-2
 
