@@ -478,6 +478,7 @@ fn launch_processes(count: &std::ffi::OsStr) {
         let output = std::process::Command::new(&exe)
             .env("LZ_BENCH_LAUNCH_ONLY", "1")
             .env_remove("LZ_BENCH_LAUNCH_PROCESSES")
+            .env_remove("LZ_PARITY_DIR")
             .stderr(std::process::Stdio::inherit())
             .output()
             .expect("start a launch-only process");
